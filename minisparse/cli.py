@@ -1,0 +1,155 @@
+"""The `minisparse` command. Options of `run` are generated from Config, the one source of truth."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from minisparse.config import ACTIVATIONS, DEVICES, GAMES, OPTIMIZERS, WEIGHT_MODES, Config, ConfigError
+
+HELP = {
+    "game": "MinAtar game.",
+    "structure": "Connectivity of the structured layer (see `minisparse structures`).",
+    "weights": "learned: the structured layer trains; fixed: its weights keep their initial values.",
+    "seed": "Seed of the network, the game and the agent's random choices.",
+    "frames": "Training length in environment frames.",
+    "sparsity": "Fraction of the structured layer's connections that are absent "
+                "(default: the conv's budget, 9*C inputs per unit).",
+    "fan_in": "Inputs per hidden unit of the structured layer (instead of --sparsity).",
+    "hidden_units": "Units of the structured layer.",
+    "dense_units": "Units of the dense layer after it.",
+    "activation": "Nonlinearity after the structured and dense layers.",
+    "leaky_slope": "Negative slope of leaky_relu.",
+    "sticky_action_prob": "Probability that the game repeats the previous action.",
+    "difficulty_ramping": "Let the games speed up over time, as in MinAtar's defaults.",
+    "batch_size": "Transitions per TD update.",
+    "replay_capacity": "Transitions kept in the replay buffer.",
+    "replay_start": "Frames of uniform-random actions before learning starts.",
+    "target_period": "Updates between copies of the network into the target network.",
+    "epsilon_start": "Exploration rate when learning starts.",
+    "epsilon_end": "Exploration rate after the decay.",
+    "epsilon_frames": "Frames over which epsilon decays linearly after learning starts.",
+    "gamma": "Discount factor.",
+    "optimizer": "rmsprop (MinAtar's, centered) or adam (dynamic sparse training's).",
+    "lr": "Learning rate.",
+    "rmsprop_alpha": "RMSprop smoothing constant.",
+    "rmsprop_eps": "RMSprop epsilon.",
+    "rmsprop_centered": "Centered RMSprop.",
+    "adam_betas": "Adam's two moment decay rates.",
+    "adam_eps": "Adam epsilon.",
+    "mask_optimizer_state": "Zero the optimizer state of connections that are dropped or grown.",
+    "device": "auto picks CUDA when available.",
+    "threads": "Torch CPU threads.",
+    "checkpoint_every": "Frames between checkpoints (one is also written on SIGINT/SIGTERM).",
+    "log_every": "Frames between progress lines and train.csv rows.",
+}
+CHOICES = {"game": GAMES, "weights": WEIGHT_MODES, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS,
+           "device": DEVICES}
+
+
+def config_options(command: Callable) -> Callable:
+    """Decorate a click command with one option per Config field."""
+    hints = typing.get_type_hints(Config)
+    for field in reversed(dataclasses.fields(Config)):
+        if field.name == "structure_options":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        kind = hints[field.name]
+        if kind is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=default, show_default=True,
+                                  help=HELP[field.name])
+        elif field.name in CHOICES:
+            option = click.option(flag, field.name, default=default, show_default=True, metavar="|".join(CHOICES[field.name]),
+                                  help=HELP[field.name])
+        elif field.name == "adam_betas":
+            option = click.option(flag, field.name, type=float, nargs=2, default=default, show_default=True,
+                                  help=HELP[field.name])
+        else:
+            base = next(t for t in (int, float, str) if t is kind or t in typing.get_args(kind))
+            option = click.option(flag, field.name, type=base, default=default, show_default=default is not None,
+                                  help=HELP[field.name])
+        command = option(command)
+    return command
+
+
+def parse_structure_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"structure option {pair!r} is not KEY=VALUE")
+        options[key.replace("-", "_")] = value
+    return options
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="minisparse")
+def cli() -> None:
+    """Sparse connectivity in DQN agents on the MinAtar games.
+
+    Train one agent with `minisparse run`, list structures at matched capacity with
+    `minisparse structures`, compare runs with `minisparse compare`.
+    """
+
+
+@cli.command()
+@config_options
+@click.option("--option", "-o", "structure_option", multiple=True, metavar="KEY=VALUE",
+              help="A structure option, e.g. -o per_unit=false (repeatable).")
+@click.option("--plugins", type=click.Path(path_type=Path), default=None,
+              help="Folder of structure plug-in files (*.py) to load.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Folder that receives the run directory.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the run in this run directory from its checkpoint.")
+@click.pass_context
+def run(ctx: click.Context, structure_option: tuple[str, ...], plugins: Path | None, out: Path,
+        resume: Path | None, **fields: Any) -> None:
+    """Train a DQN agent and leave a self-describing run directory.
+
+    \b
+    Example:
+      minisparse run --game breakout --structure random --weights fixed --frames 200000
+    """
+    from minisparse import dqn
+    from minisparse.structure import load_plugins
+
+    if plugins is not None:
+        load_plugins(plugins)
+    if resume is not None:
+        given = [name for name in ctx.params
+                 if name not in ("resume", "plugins") and ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        if given:
+            raise ConfigError(f"--resume takes no other options (the run's config.json decides); got --{given[0]}")
+        path = dqn.resume(resume)
+    else:
+        fields["adam_betas"] = tuple(fields["adam_betas"])
+        config = Config(**fields, structure_options=parse_structure_options(structure_option)).validate()
+        path = dqn.start(config, out)
+    click.echo(f"run complete: {path}")
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit status 2."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except (click.UsageError, click.BadParameter) as error:
+        _fail(error.format_message())
+    except ConfigError as error:
+        _fail(str(error))
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as error:
+        _fail(error.format_message())
+    else:
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"minisparse: error: {message}", err=True)
+    sys.exit(2)

@@ -1,0 +1,135 @@
+"""One config object: the CLI builds it, the run directory stores it, resume and analysis read it.
+
+Defaults are the study protocol (MinAtar's reference DQN), so published curves apply.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+WEIGHT_MODES = ("learned", "fixed")
+ACTIVATIONS = ("relu", "leaky_relu")
+OPTIMIZERS = ("rmsprop", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration: reported as one line, exit status 2."""
+
+
+@dataclass
+class Config:
+    # what is studied
+    game: str = "breakout"
+    structure: str = "conv"
+    weights: str = "learned"
+    seed: int = 0
+    frames: int = 5_000_000
+    # capacity: None keeps the conv's budget (9*C inputs per hidden unit)
+    sparsity: float | None = None
+    fan_in: int | None = None
+    structure_options: dict[str, Any] = field(default_factory=dict)
+    # network
+    hidden_units: int = 1024
+    dense_units: int = 128
+    activation: str = "relu"
+    leaky_slope: float = 0.01
+    # environment
+    sticky_action_prob: float = 0.1
+    difficulty_ramping: bool = True
+    # DQN (MinAtar reference)
+    batch_size: int = 32
+    replay_capacity: int = 100_000
+    replay_start: int = 5_000
+    target_period: int = 1_000
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.1
+    epsilon_frames: int = 100_000
+    gamma: float = 0.99
+    optimizer: str = "rmsprop"
+    lr: float = 2.5e-4
+    rmsprop_alpha: float = 0.95
+    rmsprop_eps: float = 0.01
+    rmsprop_centered: bool = True
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    mask_optimizer_state: bool = True
+    # execution
+    device: str = "auto"
+    threads: int = 1
+    checkpoint_every: int = 100_000
+    log_every: int = 10_000
+
+    def validate(self) -> "Config":
+        """Raise ConfigError naming the bad value and the valid choices."""
+        _choice("game", self.game, GAMES)
+        _choice("weights", self.weights, WEIGHT_MODES)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("device", self.device, DEVICES)
+        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
+            raise ConfigError(f"sparsity {self.sparsity} is outside [0, 1)")
+        if self.sparsity is not None and self.fan_in is not None:
+            raise ConfigError("give --sparsity or --fan-in, not both")
+        if self.fan_in is not None and not 1 <= self.fan_in <= self.input_size:
+            raise ConfigError(
+                f"fan-in {self.fan_in} is outside [1, {self.input_size}] "
+                f"(the {self.game} input has {self.input_size} values)")
+        for name in ("frames", "batch_size", "replay_capacity", "target_period",
+                     "hidden_units", "dense_units", "threads", "checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.replay_start < 0 or self.epsilon_frames < 0:
+            raise ConfigError("replay-start and epsilon-frames must be >= 0")
+        if self.batch_size > self.replay_capacity:
+            raise ConfigError(
+                f"batch size {self.batch_size} is larger than the replay capacity {self.replay_capacity}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"gamma {self.gamma} is outside [0, 1]")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        return self
+
+    @property
+    def channels(self) -> int:
+        return CHANNELS[self.game]
+
+    @property
+    def input_size(self) -> int:
+        return self.channels * 100
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
+        data = dict(data)
+        if "adam_betas" in data:
+            data["adam_betas"] = tuple(data["adam_betas"])
+        return cls(**data)
+
+    def fingerprint(self) -> str:
+        """Stable short hash of everything that changes results (not execution settings)."""
+        import hashlib
+        relevant = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        blob = json.dumps(relevant, sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest()[:8]
+
+
+# Settings that change how a run executes but not what it computes.
+EXECUTION_KEYS = frozenset({"device", "threads", "checkpoint_every", "log_every"})
+
+# Observation channels of each MinAtar game (10 x 10 x C).
+CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; valid choices: {', '.join(choices)}")

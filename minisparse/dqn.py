@@ -1,0 +1,317 @@
+"""DQN on a MinAtar game, as in MinAtar's reference agent, with a pluggable structured layer.
+
+`Agent` holds everything that evolves during a run (and so everything a checkpoint holds);
+`train` is the loop. The loop never asks which structure it runs: the sparsity engine's
+hooks around the optimizer step are the only place connectivity is handled.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minisparse import rundir
+from minisparse.config import Config, ConfigError
+from minisparse.env import NUM_ACTIONS, Game
+from minisparse.network import QNetwork, build_network, layer_specs
+from minisparse.progress import Progress
+from minisparse.replay import Replay
+from minisparse.sparsity import SparsityEngine
+from minisparse.structure import make_structure
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written and the run can be resumed."""
+
+    def __init__(self, signum: int, path: Path):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; resume with: minisparse run --resume {path}")
+        self.signum = signum
+
+
+@dataclass
+class Counters:
+    frame: int = 0
+    updates: int = 0
+    episodes: int = 0
+    episode_return: float = 0.0
+    episode_length: int = 0
+    seconds: float = 0.0           # wall time of earlier sessions of this run
+    loss_sum: float = 0.0          # since the last train.csv row
+    q_sum: float = 0.0
+    logged_updates: int = 0
+    snapshots: int = 0
+    snapshot_topology: int = 0
+    episode_rows: list = field(default_factory=list)
+    train_rows: list = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available; valid choices here: auto, cpu")
+    return torch.device(name)
+
+
+def epsilon(config: Config, frame: int) -> float:
+    """Uniform-random actions until learning starts, then linear decay to epsilon_end."""
+    if frame < config.replay_start:
+        return 1.0
+    if config.epsilon_frames == 0:
+        return config.epsilon_end
+    progress = min(1.0, (frame - config.replay_start) / config.epsilon_frames)
+    return config.epsilon_start + (config.epsilon_end - config.epsilon_start) * progress
+
+
+def make_optimizer(config: Config, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps)
+    return torch.optim.RMSprop(parameters, lr=config.lr, alpha=config.rmsprop_alpha,
+                               eps=config.rmsprop_eps, centered=config.rmsprop_centered)
+
+
+def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamma: float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber loss of Q(s, a) against r + gamma * max_a' Q_target(s', a'); also mean Q(s, a)."""
+    observations, actions, rewards, next_observations, dones = batch
+    with torch.no_grad():
+        next_q = target(next_observations).max(1).values
+        td_target = rewards + gamma * (1.0 - dones) * next_q
+    q_taken = q(observations).gather(1, actions.unsqueeze(1)).squeeze(1)
+    return F.smooth_l1_loss(q_taken, td_target), q_taken.detach().mean()
+
+
+class Agent:
+    """Networks, optimizer, replay, game and random streams of one run, built from its config."""
+
+    def __init__(self, config: Config):
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        torch.set_num_threads(config.threads)
+        self.structure = make_structure(config.structure, config.structure_options)
+        specs = layer_specs(config)
+        self.q = build_network(config, self.structure, torch.Generator().manual_seed(config.seed)).to(self.device)
+        self.engine = SparsityEngine(self.q, self.structure, specs, config.seed, config.mask_optimizer_state)
+        self.target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizer = make_optimizer(config, self.engine.trainable_parameters())
+        self.engine.attach(self.optimizer)
+        self.game = Game(config.game, config.seed, config.sticky_action_prob, config.difficulty_ramping)
+        self.replay = Replay(config.replay_capacity, (self.game.channels, 10, 10))
+        self.rng = np.random.default_rng(config.seed)
+        self.counters = Counters()
+        self._statistics = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def act(self, observation: np.ndarray) -> int:
+        if self.rng.random() < epsilon(self.config, self.counters.frame):
+            return int(self.rng.integers(NUM_ACTIONS))
+        with torch.inference_mode():
+            q_values = self.q(torch.from_numpy(observation).to(self.device).unsqueeze(0))
+        return int(q_values.argmax(1).item())
+
+    def update(self) -> None:
+        """One TD update on a uniform batch; loss and mean Q accumulate on the device (no host sync)."""
+        arrays = self.replay.sample(self.config.batch_size, self.rng)
+        batch = tuple(torch.from_numpy(a).to(self.device) for a in arrays)
+        loss, mean_q = td_loss(self.q, self.target, batch, self.config.gamma)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss + self.engine.penalty()).backward()
+        self.engine.before_step()
+        self.optimizer.step()
+        self.engine.after_step()
+        self.counters.updates += 1
+        if self.counters.updates % self.config.target_period == 0:
+            self.target.load_state_dict(self.q.state_dict())
+        self._statistics += torch.stack((loss.detach(), mean_q))
+
+    def fold_statistics(self) -> None:
+        """Move the device-side sums of loss and mean Q into the counters."""
+        loss_sum, q_sum = self._statistics.tolist()
+        self.counters.loss_sum += loss_sum
+        self.counters.q_sum += q_sum
+        self._statistics.zero_()
+
+    def begin_learning(self) -> None:
+        self.engine.begin_learning(self.replay.all_observations())
+        self.target.load_state_dict(self.q.state_dict())
+
+    def state_dict(self) -> dict:
+        counters = asdict(self.counters)
+        return {"network": self.q.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
+                "engine": self.engine.state_dict(),
+                "meta": json.dumps({"counters": counters, "rng": self.rng.bit_generator.state,
+                                    "game": self.game.get_state()})}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q.load_state_dict(state["network"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        self.engine.load_state_dict(state["engine"])
+        meta = json.loads(state["meta"])
+        self.counters = Counters(**meta["counters"])
+        self.rng.bit_generator.state = meta["rng"]
+        self.game.set_state(meta["game"])
+
+
+def start(config: Config, out: Path) -> Path:
+    """Create a run directory for `config` under `out` and train to the end."""
+    rundir.check_output_root(out)
+    agent = Agent(config)
+    path = rundir.create(config, out, agent.q.capacity())
+    _train(agent, path)
+    return path
+
+
+def resume(path: Path) -> Path:
+    """Continue the run in `path` from its checkpoint (or from scratch if it never wrote one)."""
+    config = rundir.read_config(path)
+    if rundir.is_complete(path):
+        return path
+    state = rundir.load_checkpoint(path)
+    agent = Agent(config)
+    if state is not None:
+        try:
+            agent.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            reason = str(error).splitlines()[0]
+            raise ConfigError(f"cannot resume {str(path)!r}: checkpoint does not match its config ({reason})") from None
+    rundir.remove_stale_temporaries(path)
+    _train(agent, path)
+    return path
+
+
+def _train(agent: Agent, path: Path) -> None:
+    config, c = agent.config, agent.counters
+    progress = Progress(config.frames, c.frame, path.name, config.log_every)
+    for row in c.episode_rows[-20:]:
+        progress.episode(row[2])
+    clock = _Clock(c.seconds)
+    log_time, log_frame = time.monotonic(), c.frame
+    observation = agent.game.observation()
+    try:
+        with _stop_on_signals() as stop:
+            while c.frame < config.frames:
+                action = agent.act(observation)
+                reward, done = agent.game.act(action)
+                next_observation = agent.game.observation()
+                agent.replay.add(observation, action, reward, next_observation, done)
+                c.frame += 1
+                c.episode_return += reward
+                c.episode_length += 1
+                if c.frame > config.replay_start:
+                    if c.updates == 0:
+                        agent.begin_learning()
+                        rundir.write_masks(path / "masks" / "start.npz", agent.engine.masks())
+                    agent.update()
+                if done:
+                    c.episodes += 1
+                    c.episode_rows.append([c.frame, c.episodes, c.episode_return, c.episode_length,
+                                           epsilon(config, c.frame), round(clock.seconds(), 3)])
+                    progress.episode(c.episode_return)
+                    c.episode_return, c.episode_length = 0.0, 0
+                    agent.game.reset()
+                    observation = agent.game.observation()
+                else:
+                    observation = next_observation
+                progress.advance(c.frame, epsilon(config, c.frame))
+                if c.frame % config.log_every == 0 or c.frame == config.frames:
+                    now = time.monotonic()
+                    _log(agent, path, (c.frame - log_frame) / max(now - log_time, 1e-9))
+                    log_time, log_frame = now, c.frame
+                if c.frame % config.checkpoint_every == 0 or stop.signum is not None:
+                    c.seconds = clock.seconds()
+                    _checkpoint(agent, path)
+                    if stop.signum is not None:
+                        raise Interrupted(stop.signum, path)
+    finally:
+        progress.close()
+    _finish(agent, path, clock.seconds())
+
+
+class _Clock:
+    """Wall time of a run, summed over the sessions that resumed it."""
+
+    def __init__(self, earlier: float):
+        self.earlier, self.started = earlier, time.monotonic()
+
+    def seconds(self) -> float:
+        return self.earlier + time.monotonic() - self.started
+
+
+def _checkpoint(agent: Agent, path: Path) -> None:
+    agent.fold_statistics()
+    _write_tables(agent, path)
+    rundir.save_torch(path / rundir.CHECKPOINT, agent.state_dict())
+
+
+def _log(agent: Agent, path: Path, frames_per_s: float) -> None:
+    """A train.csv row (once learning started), a bounded mask snapshot, and fresh CSV files."""
+    c, engine = agent.counters, agent.engine
+    agent.fold_statistics()
+    updates = c.updates - c.logged_updates
+    if updates > 0:
+        changed = engine.take_changed()
+        density = engine.density()
+        row = [c.frame, c.updates, c.loss_sum / updates, c.q_sum / updates, round(frames_per_s, 1)]
+        for name in engine.specs:
+            row += [density[name], changed[name]]
+        c.train_rows.append(row)
+        c.loss_sum = c.q_sum = 0.0
+        c.logged_updates = c.updates
+        spacing = max(1, agent.config.frames // rundir.MAX_SNAPSHOTS)
+        if (engine.topology_changes > c.snapshot_topology and c.snapshots < rundir.MAX_SNAPSHOTS
+                and c.frame >= c.snapshots * spacing and c.frame < agent.config.frames):
+            rundir.write_masks(path / "masks" / f"frame_{c.frame}.npz", engine.masks())
+            c.snapshots += 1
+            c.snapshot_topology = engine.topology_changes
+    _write_tables(agent, path)
+
+
+def _write_tables(agent: Agent, path: Path) -> None:
+    c = agent.counters
+    columns = ["frame", "updates", "loss", "mean_q", "frames_per_s"]
+    for name in agent.engine.specs:
+        columns += [f"density_{name}", f"changed_{name}"]
+    rundir.write_csv(path / rundir.EPISODES, rundir.EPISODE_COLUMNS, c.episode_rows)
+    rundir.write_csv(path / rundir.TRAIN, columns, c.train_rows)
+
+
+def _finish(agent: Agent, path: Path, seconds: float) -> None:
+    c = agent.counters
+    _write_tables(agent, path)
+    rundir.write_masks(path / "masks" / "end.npz", agent.engine.masks())
+    rundir.save_torch(path / rundir.MODEL, agent.q.state_dict())
+    rundir.write_json(path / rundir.COMPLETE, {"frames": c.frame, "episodes": c.episodes,
+                                               "seconds": round(seconds, 3),
+                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    (path / rundir.CHECKPOINT).unlink(missing_ok=True)
+
+
+class _Stop:
+    signum: int | None = None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_Stop]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks once per frame, so it stops at a clean point."""
+    stop = _Stop()
+
+    def request(signum, frame):
+        stop.signum = signum
+
+    previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

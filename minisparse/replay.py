@@ -1,0 +1,78 @@
+"""Uniform experience replay with observations stored as packed bits.
+
+MinAtar observations are booleans, so one observation of C channels takes C*100/8 bytes.
+Observations live in a ring one slot longer than the transition ring: transition k reads
+its state from slot k and its next state from slot k+1, so a next state is never stored
+twice (the following transition's state overwrites it with the same bits, or, after a
+terminal, with the new episode's first state, which the done flag masks anyway).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class Replay:
+    def __init__(self, capacity: int, observation_shape: tuple[int, ...]):
+        self.capacity = capacity
+        self.observation_shape = observation_shape
+        self._bits = int(np.prod(observation_shape))
+        packed = (self._bits + 7) // 8
+        self.observations = np.zeros((capacity + 1, packed), dtype=np.uint8)
+        self.observation_slot = np.zeros(capacity, dtype=np.int64)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.dones = np.zeros(capacity, dtype=np.float32)
+        self.added = 0
+
+    def __len__(self) -> int:
+        return min(self.added, self.capacity)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.observations, self.observation_slot, self.actions, self.rewards, self.dones)
+        return sum(a.nbytes for a in arrays)
+
+    def add(self, observation: np.ndarray, action: int, reward: float,
+            next_observation: np.ndarray, done: bool) -> None:
+        index = self.added % self.capacity
+        slot = self.added % (self.capacity + 1)
+        self.observations[slot] = np.packbits(observation)
+        self.observations[(slot + 1) % (self.capacity + 1)] = np.packbits(next_observation)
+        self.observation_slot[index] = slot
+        self.actions[index] = action
+        self.rewards[index] = reward
+        self.dones[index] = done
+        self.added += 1
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """(observations, actions, rewards, next_observations, dones) as arrays, observations as uint8 0/1."""
+        index = rng.integers(len(self), size=batch_size)
+        slot = self.observation_slot[index]
+        return (self._unpack(slot), self.actions[index], self.rewards[index],
+                self._unpack((slot + 1) % (self.capacity + 1)), self.dones[index])
+
+    def all_observations(self) -> np.ndarray:
+        """Every stored state, unpacked: (len, *observation_shape) uint8."""
+        return self._unpack(self.observation_slot[:len(self)])
+
+    def _unpack(self, slots: np.ndarray) -> np.ndarray:
+        bits = np.unpackbits(self.observations[slots], axis=1, count=self._bits)
+        return bits.reshape(len(slots), *self.observation_shape)
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {"observations": torch.from_numpy(self.observations),
+                "observation_slot": torch.from_numpy(self.observation_slot),
+                "actions": torch.from_numpy(self.actions),
+                "rewards": torch.from_numpy(self.rewards),
+                "dones": torch.from_numpy(self.dones),
+                "added": self.added}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
+        for name in ("observations", "observation_slot", "actions", "rewards", "dones"):
+            target = getattr(self, name)
+            source = state[name].numpy()
+            if source.shape != target.shape:
+                raise ValueError(f"replay {name} has shape {source.shape}, expected {target.shape}")
+            target[...] = source
+        self.added = int(state["added"])

@@ -1,0 +1,154 @@
+"""Run directories: what a run leaves on disk, every file written atomically.
+
+The layout is documented in docs/run-directory.md.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from minisparse.config import Config, ConfigError
+
+CONFIG, EPISODES, TRAIN = "config.json", "episodes.csv", "train.csv"
+MODEL, CHECKPOINT, COMPLETE, ERROR = "model.pt", "checkpoint.pt", "complete.json", "error.txt"
+EPISODE_COLUMNS = ("frame", "episode", "return", "length", "epsilon", "seconds")
+MAX_SNAPSHOTS = 20
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def run_name(config: Config) -> str:
+    return f"{config.game}-{config.structure}-{config.weights}-s{config.seed}-{config.fingerprint()}"
+
+
+def check_output_root(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {str(out)!r} is a file, not a directory")
+
+
+def create(config: Config, out: Path, capacity: dict[str, Any]) -> Path:
+    """Make the run's folder with its config.json; nothing is left behind if this fails."""
+    check_output_root(out)
+    path = out / run_name(config)
+    if path.exists():
+        raise ConfigError(f"run directory {str(path)!r} already exists; continue it with --resume {path}")
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=out))
+    try:
+        write_json(staging / CONFIG, {"config": config.to_dict(), "capacity": capacity,
+                                      "versions": package_versions(), "git_commit": git_commit(),
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        (staging / "masks").mkdir()
+        os.chmod(staging, 0o777 & ~_UMASK)
+        staging.rename(path)
+    except BaseException:
+        for child in sorted(staging.rglob("*"), reverse=True):
+            child.rmdir() if child.is_dir() else child.unlink()
+        staging.rmdir()
+        raise
+    return path
+
+
+def read_config(path: Path) -> Config:
+    """The resolved config a run directory was started with."""
+    file = path / CONFIG
+    if not path.is_dir():
+        raise ConfigError(f"cannot resume {str(path)!r}: no such run directory")
+    try:
+        data = json.loads(file.read_text())
+        return Config.from_dict(data["config"]).validate()
+    except FileNotFoundError:
+        raise ConfigError(f"cannot resume {str(path)!r}: it has no {CONFIG}, so it is not a run directory") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ConfigError(f"cannot resume {str(path)!r}: {CONFIG} is corrupt ({error})") from None
+    except ConfigError as error:
+        raise ConfigError(f"cannot resume {str(path)!r}: incompatible {CONFIG} ({error})") from None
+
+
+def atomic_write(path: Path, write: Any, mode: str = "w") -> None:
+    """Write through a temporary file in the same folder, then rename over the target."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, mode) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda f: json.dump(data, f, indent=2, sort_keys=True))
+
+
+def write_csv(path: Path, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
+    atomic_write(path, lambda f: np.savez_compressed(f, **masks), mode="wb")
+
+
+def save_torch(path: Path, data: Any) -> None:
+    atomic_write(path, lambda f: torch.save(data, f), mode="wb")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's contents, loaded without unpickling arbitrary objects; None if there is none."""
+    file = path / CHECKPOINT
+    if not file.exists():
+        return None
+    try:
+        return torch.load(file, weights_only=True, map_location="cpu")
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"cannot resume {str(path)!r}: {CHECKPOINT} is corrupt ({reason})") from None
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Temporary files left by a run killed in the middle of a write."""
+    for leftover in path.rglob(".*.tmp"):
+        leftover.unlink()
+
+
+def is_complete(path: Path) -> bool:
+    return (path / COMPLETE).exists()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("minisparse", "torch", "minatar", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def git_commit() -> str | None:
+    """The source tree's commit, when minisparse runs from a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None

@@ -1,0 +1,123 @@
+"""The sparsity engine: the one place that touches masks, absent connections' gradients,
+frozen weights and optimizer state. The DQN loop calls its hooks around each optimizer step
+and never asks which structure it is running.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from minisparse.layers import MaskedLinear
+from minisparse.structure import LayerSpec, Signals, Structure
+
+
+class SparsityEngine:
+    def __init__(self, network: nn.Module, structure: Structure, specs: dict[str, LayerSpec],
+                 seed: int, mask_optimizer_state: bool = True):
+        self.network, self.structure, self.specs = network, structure, specs
+        self.mask_optimizer_state = mask_optimizer_state
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.step = 0
+        self.topology_changes = 0
+        self.changed = {name: 0 for name in specs}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._signals: dict[str, Signals] = {}
+        if specs["structured"].fixed:
+            for name, parameter in network.structured.named_parameters():
+                if name != "score":
+                    parameter.requires_grad_(False)
+
+    def layers(self) -> dict[str, MaskedLinear]:
+        """The masked layers this engine manages (a shared conv has no mask to manage)."""
+        found = {name: getattr(self.network, name) for name in self.specs}
+        return {name: layer for name, layer in found.items() if isinstance(layer, MaskedLinear)}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def begin_learning(self, observations: np.ndarray) -> None:
+        """Let structures pick connections from the frames gathered before learning."""
+        for name, layer in self.layers().items():
+            mask = self.structure.begin_learning(self.specs[name], observations, self.generator)
+            if mask is not None:
+                with torch.no_grad():
+                    layer.mask.copy_(mask)
+                layer.reset_parameters(self.generator)
+                self.topology_changes += 1
+
+    def penalty(self) -> torch.Tensor | float:
+        total: torch.Tensor | float = 0.0
+        for name, layer in self.layers().items():
+            term = self.structure.penalty(layer, self.specs[name], self.step)
+            if term is not None:
+                total = total + term
+        return total
+
+    def before_step(self) -> None:
+        """Record what connectivity updates need, then keep absent connections' gradients at zero."""
+        for name, layer in self.layers().items():
+            spec = self.specs[name]
+            if self.structure.learns_connectivity and self.structure.is_update_step(self.step, spec):
+                self._signals[name] = _signals(layer)
+            if layer.weight.grad is not None:
+                layer.weight.grad.mul_(layer.mask)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Re-impose masks after the optimizer moved weights, then apply connectivity updates."""
+        for name, layer in self.layers().items():
+            if layer.weight.requires_grad:
+                layer.weight.mul_(layer.mask)
+            signals = self._signals.pop(name, None)
+            if signals is not None:
+                new_mask = self.structure.update_mask(layer.mask, signals, self.step, self.specs[name],
+                                                      self.generator)
+                self._set_mask(name, layer, new_mask)
+        self.step += 1
+
+    def _set_mask(self, name: str, layer: MaskedLinear, new_mask: torch.Tensor) -> None:
+        changed = layer.mask ^ new_mask
+        count = int(changed.sum())
+        if count == 0:
+            return
+        layer.mask.copy_(new_mask)
+        if layer.weight.requires_grad:
+            layer.weight.mul_(new_mask)  # dropped go to zero; grown were zero, so they start at zero
+            if self.mask_optimizer_state and self.optimizer is not None:
+                for state in self.optimizer.state.get(layer.weight, {}).values():
+                    if torch.is_tensor(state) and state.shape == changed.shape:
+                        state[changed] = 0
+        self.changed[name] += count
+        self.topology_changes += 1
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """Connectivity of every wired layer, as booleans (a shared conv's is its receptive fields)."""
+        return {name: getattr(self.network, name).connectivity().cpu().numpy() for name in self.specs}
+
+    def density(self) -> dict[str, float]:
+        return {name: float(mask.mean()) for name, mask in self.masks().items()}
+
+    def take_changed(self) -> dict[str, int]:
+        """Connections changed per layer since the last call."""
+        changed, self.changed = self.changed, {name: 0 for name in self.specs}
+        return changed
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "topology_changes": self.topology_changes, "changed": dict(self.changed),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.topology_changes = int(state["topology_changes"])
+        self.changed = {name: int(v) for name, v in state["changed"].items()}
+        self.generator.set_state(state["generator"])
+
+
+def _signals(layer: MaskedLinear) -> Signals:
+    if layer.score is None:
+        return Signals(importance=layer.weight.detach().abs(), growth=layer.weight.grad.detach().abs())
+    return Signals(importance=layer.score.detach().clone(), growth=layer.score.grad.detach().abs())

@@ -1,0 +1,180 @@
+"""The plug-in interface for connectivity generators, and their registry.
+
+A structure only says which connections exist: at the start (`initial_mask`), when learning
+starts (`begin_learning`) and during training (`update_mask`). It never touches weights or
+optimizer state; the sparsity engine does. Every hook defaults to "dense, never changes",
+so a new structure overrides one or two of them. Its options are its dataclass fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from minisparse.config import ConfigError
+from minisparse.layers import MaskedLinear
+
+ENTRY_POINT_GROUP = "minisparse.structures"
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a structure needs to know about the layer it wires."""
+
+    name: str               # "structured" (reads the image) or "hidden"
+    in_features: int
+    out_features: int
+    fan_in: int             # the budget: inputs per unit
+    channels: int           # image channels of the input, 0 when the input is not an image
+    fixed: bool             # weight values frozen at their initial values
+    total_updates: int      # length of training, for schedules
+
+    @property
+    def connections(self) -> int:
+        return self.fan_in * self.out_features
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the engine measured at an update step, for structures that learn connectivity.
+
+    importance: |weight| in learned mode, the connection scores in fixed mode.
+    growth: |dense gradient| of the effective weight (learned) or of the scores (fixed).
+    """
+
+    importance: torch.Tensor
+    growth: torch.Tensor
+
+
+@dataclass
+class Structure:
+    name: ClassVar[str] = ""
+    learns_connectivity: ClassVar[bool] = False
+
+    def build(self, spec: LayerSpec, generator: torch.Generator) -> nn.Module:
+        """The layer for `spec`; masked linear unless a structure needs its own kind of layer."""
+        scored = self.learns_connectivity and spec.fixed
+        return MaskedLinear(self.initial_mask(spec, generator), scored=scored)
+
+    def initial_mask(self, spec: LayerSpec, generator: torch.Generator) -> torch.Tensor:
+        return torch.ones(spec.out_features, spec.in_features, dtype=torch.bool)
+
+    def begin_learning(self, spec: LayerSpec, observations: np.ndarray,
+                       generator: torch.Generator) -> torch.Tensor | None:
+        """A new mask chosen from the frames gathered before learning starts, or None."""
+        return None
+
+    def is_update_step(self, step: int, spec: LayerSpec) -> bool:
+        return False
+
+    def update_mask(self, mask: torch.Tensor, signals: Signals, step: int, spec: LayerSpec,
+                    generator: torch.Generator) -> torch.Tensor:
+        return mask
+
+    def penalty(self, layer: MaskedLinear, spec: LayerSpec, step: int) -> torch.Tensor | None:
+        """A term added to the loss (e.g. L1), or None."""
+        return None
+
+
+STRUCTURES: dict[str, type[Structure]] = {}
+
+
+def register(name: str) -> Callable[[type[Structure]], type[Structure]]:
+    """Class decorator: make a structure available under `name`."""
+    def decorate(cls: type[Structure]) -> type[Structure]:
+        if not dataclasses.is_dataclass(cls) or "__dataclass_fields__" not in vars(cls):
+            cls = dataclass(cls)
+        cls.name = name
+        STRUCTURES[name] = cls
+        return cls
+    return decorate
+
+
+def available() -> dict[str, type[Structure]]:
+    """Every registered structure: built-ins, installed entry points, and loaded plug-in files."""
+    if not _loaded_builtins:
+        import minisparse.structures as builtins
+        for module in pkgutil.iter_modules(builtins.__path__):
+            importlib.import_module(f"{builtins.__name__}.{module.name}")
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                entry.load()
+            except Exception as error:
+                raise ConfigError(f"structure plug-in {entry.value!r} failed to load: {_describe(error)}") from None
+        _loaded_builtins.append(True)
+    return dict(sorted(STRUCTURES.items()))
+
+
+_loaded_builtins: list[bool] = []
+
+
+def load_plugins(folder: str | Path) -> list[str]:
+    """Import every .py file in `folder`; return the names they registered."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"plug-in folder {str(folder)!r} is not a directory")
+    before = set(available())
+    for path in sorted(folder.glob("*.py")):
+        module_name = f"minisparse_plugin_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            del sys.modules[module_name]
+            raise ConfigError(f"structure plug-in {str(path)!r} failed to load: {_describe(error)}") from None
+    return sorted(set(STRUCTURES) - before)
+
+
+def make_structure(name: str, options: dict[str, Any]) -> Structure:
+    """Instantiate a registered structure, checking its options by name and type."""
+    known = available()
+    if name not in known:
+        raise ConfigError(f"unknown structure {name!r}; valid choices: {', '.join(known)}")
+    cls = known[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    parsed = {}
+    for key, value in options.items():
+        if key not in fields:
+            valid = ", ".join(fields) or "none"
+            raise ConfigError(f"unknown option {key!r} for structure {name}; valid options: {valid}")
+        parsed[key] = _coerce(name, key, value, getattr(cls, key, None))
+    try:
+        return cls(**parsed)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"structure {name}: {error}") from None
+
+
+def structure_options(name: str) -> dict[str, Any]:
+    """Option names and defaults of a structure, for help texts and tables."""
+    cls = available()[name]
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _coerce(structure: str, key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        return type(default)(value)
+    except ValueError:
+        raise ConfigError(f"option {key}={value!r} of structure {structure} "
+                          f"is not a {type(default).__name__}") from None
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".splitlines()[0]

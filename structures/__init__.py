@@ -1,0 +1,1 @@
+"""Built-in connectivity generators, one per file; importing a file registers its structure."""
