@@ -136,6 +136,8 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], plugins: Path | N
 
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2."""
+    from minisparse.dqn import Interrupted
+
     try:
         code = cli.main(standalone_mode=False)
     except (click.UsageError, click.BadParameter) as error:
@@ -144,6 +146,9 @@ def main() -> None:
         _fail(str(error))
     except click.exceptions.Abort:
         sys.exit(130)
+    except Interrupted as stop:
+        click.echo(f"minisparse: {stop}", err=True)
+        sys.exit(128 + stop.signum)
     except click.ClickException as error:
         _fail(error.format_message())
     else:

@@ -12,6 +12,7 @@ import platform
 import subprocess
 import tempfile
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable
@@ -118,9 +119,11 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not file.exists():
         return None
     try:
-        return torch.load(file, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(file, weights_only=True, map_location="cpu")
     except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = (str(error) or type(error).__name__).splitlines()[0].split(". ")[0]
         raise ConfigError(f"cannot resume {str(path)!r}: {CHECKPOINT} is corrupt ({reason})") from None
 
 

@@ -1,0 +1,3 @@
+from minisparse.cli import main
+
+main()

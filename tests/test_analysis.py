@@ -1,0 +1,445 @@
+"""Tests of minisparse.analysis on synthetic run directories with known returns.
+
+`write_run` follows docs/run-directory.md exactly, so these runs look like the core's.
+Expected statistics are computed here independently: IQM by sorting and averaging the
+middle half, probability of improvement by counting pairs, bootstrap intervals by a
+plain numpy percentile bootstrap.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from minisparse.analysis import (NoRunsError, binned_returns, compare, final_performance,  # noqa: E402
+                                 find_runs, load_capacity, load_runs, load_train,
+                                 probability_of_improvement, rank_table, run_scores)
+from minisparse.analysis.command import compare as compare_command  # noqa: E402
+from minisparse.analysis.stats import REFERENCE_RETURNS, bootstrap_ci, iqm  # noqa: E402
+from minisparse.config import CHANNELS, Config  # noqa: E402
+
+FRAMES = 10_000
+EPISODE_FRAMES = np.arange(250, FRAMES, 500)  # 20 episodes; the last 10% window holds 9250 and 9750
+LAST = EPISODE_FRAMES >= 0.9 * FRAMES
+
+
+def write_run(root: Path, *, game: str = "breakout", structure: str = "conv", weights: str = "learned",
+              seed: int = 0, final: float = 1.0, early: float = 0.0, complete: bool = True,
+              episode_frames: np.ndarray = EPISODE_FRAMES, connections: int | None = None,
+              options: dict | None = None, changes: bool = False, **config: object) -> Path:
+    """A run directory as the core writes it; the last-10% episodes return `final` (then final+2, final-2)."""
+    cfg = Config(game=game, structure=structure, weights=weights, seed=seed, frames=FRAMES,
+                 structure_options=options or {}, **config)
+    run = root / f"{game}-{structure}-{weights}-s{seed}-{cfg.fingerprint()}"
+    (run / "masks").mkdir(parents=True)
+    inputs = CHANNELS[game] * 100
+    budget = 9 * CHANNELS[game] * 1024
+    structured = (1024 * inputs if structure == "dense" else budget) if connections is None else connections
+    capacity = {
+        "structured": _layer(1024, inputs, structured),
+        "hidden": _layer(128, 1024, 128 * 1024),
+        "head": _layer(6, 128, 6 * 128),
+    }
+    capacity["total"] = {k: sum(layer[k] for layer in capacity.values()) for k in capacity["structured"]}
+    (run / "config.json").write_text(json.dumps({
+        "config": cfg.to_dict(), "capacity": capacity, "versions": {"python": "3.11", "minisparse": "0.1.0"},
+        "git_commit": None, "created": "2025-01-01T00:00:00+0000"}, indent=2))
+    returns = np.where(episode_frames >= 0.9 * episode_frames.max() if not complete
+                       else episode_frames >= 0.9 * FRAMES, final, early)
+    in_window = np.flatnonzero(returns == final) if final != early else np.array([], int)
+    if len(in_window) == 2:  # mean stays `final`, but the episodes differ
+        returns[in_window] = [final + 2, final - 2]
+    pd.DataFrame({"frame": episode_frames, "episode": np.arange(1, len(episode_frames) + 1),
+                  "return": returns, "length": np.diff(episode_frames, prepend=0),
+                  "epsilon": np.linspace(1, 0.1, len(episode_frames)),
+                  "seconds": episode_frames / 1000}).to_csv(run / "episodes.csv", index=False)
+    log = np.arange(2000, int(episode_frames.max()) + 1, 2000)
+    pd.DataFrame({"frame": log, "updates": log - 1000, "loss": 0.1, "mean_q": 1.0, "frames_per_s": 500.0,
+                  "density_structured": structured / (1024 * inputs),
+                  "changed_structured": 37 if changes else 0}).to_csv(run / "train.csv", index=False)
+    rng = np.random.default_rng(seed)
+    start = np.zeros((1024, inputs), bool)
+    for unit in start:
+        unit[rng.choice(inputs, structured // 1024, replace=False)] = True
+    np.savez_compressed(run / "masks" / "start.npz", structured=start)
+    if changes:
+        np.savez_compressed(run / "masks" / "frame_4000.npz", structured=np.roll(start, 1, axis=1))
+    if complete:
+        np.savez_compressed(run / "masks" / "end.npz", structured=np.roll(start, 3, axis=1))
+        (run / "complete.json").write_text(json.dumps(
+            {"frames": FRAMES, "episodes": len(episode_frames), "seconds": 10.0,
+             "finished": "2025-01-01T00:10:00+0000"}))
+    return run
+
+
+def _layer(units: int, inputs: int, connections: int) -> dict:
+    return {"units": units, "inputs": inputs, "connections": connections, "parameters": connections + units,
+            "density": connections / (units * inputs), "flops": 2 * connections}
+
+
+# Final scores of the study: (game, weights) -> structure -> one score per seed.
+# conv leads with learned weights, random with fixed weights (the ranking changes);
+# ties between conv and set under fixed weights exercise the half counts.
+SCORES = {
+    ("breakout", "learned"): {"conv": [8, 9, 10, 30], "random": [4, 5, 6, 7], "set": [6, 7, 8, 9],
+                              "dense": [9, 10, 11, 12]},
+    ("breakout", "fixed"): {"conv": [2, 3, 4, 5], "random": [6, 7, 8, 1], "set": [3, 4, 5, 6],
+                            "dense": [1, 2, 3, 4]},
+    ("asterix", "learned"): {"conv": [20, 22, 24, 26], "random": [10, 12, 14, 16], "set": [15, 15, 17, 19],
+                             "dense": [18, 20, 22, 24]},
+    ("asterix", "fixed"): {"conv": [8, 9, 10, 11], "random": [12, 14, 16, 18], "set": [9, 10, 11, 12],
+                           "dense": [5, 6, 7, 8]},
+}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two games x four structures x two weight modes x four seeds, nested two folders deep."""
+    root = tmp_path_factory.mktemp("study")
+    for (game, weights), structures in SCORES.items():
+        for structure, finals in structures.items():
+            for seed, final in enumerate(finals):
+                write_run(root / game / weights, game=game, structure=structure, weights=weights, seed=seed,
+                          final=float(final), changes=structure == "set")
+    return root
+
+
+@pytest.fixture(scope="module")
+def episodes(study: Path) -> pd.DataFrame:
+    return load_runs(study)
+
+
+def hand_iqm(values: list[float]) -> float:
+    """Mean of the middle half after sorting (len divisible by 4)."""
+    values = sorted(values)
+    quarter = len(values) // 4
+    return float(np.mean(values[quarter:len(values) - quarter]))
+
+
+def hand_improvement(x: list[float], y: list[float]) -> float:
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
+    return wins / (len(x) * len(y))
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def test_load_runs_one_row_per_episode_with_config_columns(study: Path, episodes: pd.DataFrame) -> None:
+    assert len(episodes) == 64 * len(EPISODE_FRAMES)
+    for column in ("frame", "episode", "return", "length", "epsilon", "seconds", "game", "structure",
+                   "weights", "seed", "sparsity", "fan_in", "activation", "optimizer", "run", "path", "complete"):
+        assert column in episodes.columns, column
+    run = episodes[(episodes["game"] == "asterix") & (episodes["structure"] == "random")
+                   & (episodes["weights"] == "fixed") & (episodes["seed"] == 2)]
+    assert run["frame"].tolist() == EPISODE_FRAMES.tolist()
+    assert run.loc[run["frame"] >= 9000, "return"].tolist() == [18.0, 14.0]  # final 16 -> 16+2, 16-2
+    assert run["run"].iloc[0].startswith("asterix-random-fixed-s2-")
+    assert episodes["complete"].all()
+    assert episodes["adam_betas"].iloc[0] == (0.9, 0.999)  # lists become hashable tuples
+
+
+def test_load_accepts_a_run_a_folder_of_runs_and_several_paths(study: Path) -> None:
+    one = next((study / "breakout" / "learned").iterdir())
+    assert load_runs(one)["path"].nunique() == 1
+    assert load_runs(study / "breakout" / "learned")["path"].nunique() == 16
+    assert load_runs([study / "breakout", study / "asterix" / "fixed"])["path"].nunique() == 48
+    assert find_runs([study, one]) == find_runs(study)  # no run counted twice
+
+
+def test_structure_options_become_option_columns_and_unfinished_runs_are_marked(tmp_path: Path) -> None:
+    write_run(tmp_path, structure="set", options={"drop_fraction": 0.3, "period": 100})
+    write_run(tmp_path, structure="conv", complete=False, episode_frames=np.arange(100, 5000, 200))
+    frame = load_runs(tmp_path)
+    done = frame[frame["structure"] == "set"]
+    assert (done["option.drop_fraction"] == 0.3).all() and (done["option.period"] == 100).all()
+    assert done["complete"].all()
+    assert not frame.loc[frame["structure"] == "conv", "complete"].any()
+    assert len(frame[frame["structure"] == "conv"]) == len(np.arange(100, 5000, 200))
+
+
+def test_load_train_and_capacity(study: Path) -> None:
+    train = load_train(study / "breakout" / "learned")
+    assert len(train) == 16 * 4 and {"density_structured", "changed_structured", "structure"} <= set(train.columns)
+    assert (train.loc[train["structure"] == "set", "changed_structured"] == 37).all()
+    capacity = load_capacity(study / "asterix")
+    assert len(capacity) == 32 * 4  # runs x (structured, hidden, head, total)
+    dense = capacity[(capacity["structure"] == "dense") & (capacity["layer"] == "structured")]
+    assert (dense["connections"] == 1024 * 400).all() and (dense["units"] == 1024).all()
+
+
+def test_a_folder_without_runs_or_a_missing_path_raises_no_runs_error(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(NoRunsError, match="holds no runs"):
+        load_runs(tmp_path / "empty")
+    with pytest.raises(NoRunsError, match="does not exist"):
+        load_runs(tmp_path / "missing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"name": "not a run"}')
+    with pytest.raises(NoRunsError, match="not a minisparse run config"):
+        load_capacity(tmp_path / "other")
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+def test_run_scores_average_the_episodes_of_the_last_tenth_of_frames(tmp_path: Path, episodes: pd.DataFrame) -> None:
+    scores = run_scores(episodes)
+    for (game, weights), structures in SCORES.items():
+        for structure, finals in structures.items():
+            got = scores[(scores["game"] == game) & (scores["weights"] == weights)
+                         & (scores["structure"] == structure)].sort_values("seed")
+            assert got["score"].tolist() == pytest.approx(finals)
+            assert (got["episodes_scored"] == LAST.sum()).all()
+            assert got["normalized"].tolist() == pytest.approx([f / REFERENCE_RETURNS[game] for f in finals])
+    # An unfinished run is scored on the last 10% of the frames it reached (here 4,000).
+    write_run(tmp_path, complete=False, final=7.0, episode_frames=np.arange(100, 4001, 100))
+    unfinished = run_scores(load_runs(tmp_path)).iloc[0]
+    assert not unfinished["complete"]
+    assert unfinished["episodes_scored"] == 5  # frames 3600..4000
+    assert unfinished["score"] == pytest.approx(7.0)
+    # A longer window takes in the early episodes (return 0) too.
+    wide = run_scores(load_runs(tmp_path), last_fraction=0.5).iloc[0]
+    assert wide["score"] == pytest.approx(7.0 * 5 / 21)
+
+
+def test_final_performance_iqm_per_game_and_across_games(episodes: pd.DataFrame) -> None:
+    table = final_performance(episodes, reps=500)
+    assert set(table["game"]) == {"breakout", "asterix", "all games"}
+    for (game, weights), structures in SCORES.items():
+        for structure, finals in structures.items():
+            row = table[(table["game"] == game) & (table["weights"] == weights) & (table["structure"] == structure)]
+            assert len(row) == 1
+            assert row["iqm"].item() == pytest.approx(hand_iqm(finals), abs=1e-9)
+            assert row["ci_low"].item() <= row["iqm"].item() <= row["ci_high"].item()
+            assert min(finals) <= row["ci_low"].item() and row["ci_high"].item() <= max(finals)
+    for weights in ("learned", "fixed"):
+        for structure in ("conv", "random", "set", "dense"):
+            pooled = [f / REFERENCE_RETURNS[game] for game in ("breakout", "asterix")
+                      for f in SCORES[(game, weights)][structure]]
+            row = table[(table["game"] == "all games") & (table["weights"] == weights)
+                        & (table["structure"] == structure)]
+            assert row["iqm"].item() == pytest.approx(hand_iqm(pooled), abs=1e-9)
+            assert row["runs"].item() == 8 and row["measure"].item() == "return / DQN reference"
+
+
+def test_iqm_matches_sorting_and_averaging_the_middle_half() -> None:
+    values = np.random.default_rng(3).normal(size=40)
+    assert iqm(values) == pytest.approx(np.sort(values)[10:30].mean(), abs=1e-12)
+
+
+def test_bootstrap_ci_matches_a_plain_percentile_bootstrap() -> None:
+    values = np.random.default_rng(4).exponential(size=24)
+    low, high = bootstrap_ci([values], lambda x, axis: iqm(x, axis=axis), 20_000, 0.95, seed=1)
+    draws = np.random.default_rng(99).choice(values, size=(20_000, len(values)), replace=True)
+    by_hand = np.sort(draws, axis=1)[:, 6:18].mean(axis=1)
+    spread = by_hand.std()
+    assert low == pytest.approx(np.percentile(by_hand, 2.5), abs=0.1 * spread)
+    assert high == pytest.approx(np.percentile(by_hand, 97.5), abs=0.1 * spread)
+
+
+def test_stratified_bootstrap_matches_independent_resampling_within_each_stratum() -> None:
+    # Two games whose runs happen to have equal scores: resampling the games independently
+    # (not with shared indices) gives the narrower interval computed here by hand.
+    game = np.arange(1.0, 9.0)
+    pooled_mean = lambda *s, axis: np.concatenate(s, axis=axis).mean(axis=axis)  # noqa: E731
+    low, high = bootstrap_ci([game, game.copy()], pooled_mean, 20_000, 0.95, seed=2)
+    rng = np.random.default_rng(7)
+    by_hand = (rng.choice(game, (20_000, 8)).mean(axis=1) + rng.choice(game, (20_000, 8)).mean(axis=1)) / 2
+    spread = by_hand.std()
+    assert low == pytest.approx(np.percentile(by_hand, 2.5), abs=0.1 * spread)
+    assert high == pytest.approx(np.percentile(by_hand, 97.5), abs=0.1 * spread)
+
+
+def test_bootstrap_is_stratified_and_seeded() -> None:
+    # Resampling within each stratum keeps 4 zeros and 4 hundreds in every draw, so the pooled
+    # mean never moves; a bootstrap that mixed the strata would give a wide interval.
+    strata = [np.zeros(4), np.full(4, 100.0)]
+    pooled_mean = lambda *s, axis: np.concatenate(s, axis=axis).mean(axis=axis)  # noqa: E731
+    assert bootstrap_ci(strata, pooled_mean, 1000, 0.95, seed=0) == pytest.approx((50.0, 50.0))
+    varied = [np.arange(6.0), np.arange(6.0) * 3]
+    assert bootstrap_ci(varied, pooled_mean, 1000, 0.95, 5) == bootstrap_ci(varied, pooled_mean, 1000, 0.95, 5)
+    # A single run per stratum cannot be resampled: no interval.
+    assert all(np.isnan(bootstrap_ci([np.ones(1), np.ones(1)], pooled_mean, 1000, 0.95, 0)))
+
+
+def test_probability_of_improvement_counts_pairs_and_averages_over_games(episodes: pd.DataFrame) -> None:
+    table = probability_of_improvement(episodes, reps=300)
+    assert len(table) == 2 * 4 * 3  # modes x ordered pairs of 4 structures
+    for weights in ("learned", "fixed"):
+        for x, y in itertools.permutations(["conv", "random", "set", "dense"], 2):
+            expected = np.mean([hand_improvement(SCORES[(g, weights)][x], SCORES[(g, weights)][y])
+                                for g in ("breakout", "asterix")])
+            row = table[(table["weights"] == weights) & (table["x"] == x) & (table["y"] == y)]
+            assert row["probability"].item() == pytest.approx(expected, abs=1e-12)
+            assert row["ci_low"].item() <= row["probability"].item() <= row["ci_high"].item()
+            assert 0 <= row["ci_low"].item() and row["ci_high"].item() <= 1
+            assert row["games"].item() == 2
+    # conv vs set under fixed weights on breakout has ties: (3,3), (4,4), (5,5) count half.
+    assert hand_improvement([2, 3, 4, 5], [3, 4, 5, 6]) == pytest.approx((0 + 0.5 + 1.5 + 2.5) / 16)
+
+
+def test_rank_table_shows_the_ranking_change_between_weight_modes(episodes: pd.DataFrame) -> None:
+    ranks = rank_table(final_performance(episodes, reps=100)).set_index(["game", "structure"])
+    assert ranks.loc[("breakout", "conv"), "rank_learned"] == 2  # dense (10.5) > conv (9.5)
+    assert ranks.loc[("breakout", "random"), "rank_fixed"] == 1  # random (6.5) leads fixed
+    assert ranks.loc[("asterix", "random"), "rank_learned"] == 4
+    assert ranks.loc[("asterix", "random"), "rank_change"] == 1 - 4
+    for game in ("breakout", "asterix", "all games"):
+        assert sorted(ranks.loc[game, "rank_fixed"]) == [1, 2, 3, 4]
+
+
+def test_binned_returns_give_each_run_one_mean_per_bin(episodes: pd.DataFrame) -> None:
+    binned = binned_returns(episodes, bins=4)  # edges 0, 2437.5, 4875, 7312.5, 9750
+    run = binned[(binned["game"] == "breakout") & (binned["structure"] == "conv")
+                 & (binned["weights"] == "learned") & (binned["seed"] == 3)]
+    assert run["frame"].tolist() == pytest.approx([1218.75, 3656.25, 6093.75, 8531.25])
+    # The last bin holds frames 7750..9750: three early episodes (0) and the final two (32, 28).
+    assert run["return"].tolist() == pytest.approx([0, 0, 0, (0 * 3 + 32 + 28) / 5])
+
+
+def test_variants_split_runs_of_one_structure_with_different_settings(tmp_path: Path) -> None:
+    write_run(tmp_path, structure="random", sparsity=0.9, final=3.0)
+    write_run(tmp_path, structure="random", sparsity=0.95, final=5.0)
+    write_run(tmp_path, structure="conv", final=4.0)
+    scores = run_scores(load_runs(tmp_path)).set_index("structure")["score"]
+    assert scores.to_dict() == {"conv": 4.0, "random (sparsity=0.9)": 3.0, "random (sparsity=0.95)": 5.0}
+
+
+# --- compare: figures, tables, capacity check, command line ----------------------------------------
+
+FIGURES = ("learning_curves", "final_performance", "probability_of_improvement", "fixed_vs_learned",
+           "connectivity")
+TABLES = ("final_performance", "probability_of_improvement", "ranks", "capacity")
+
+
+@pytest.fixture(scope="module")
+def compared(study: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("compared") / "out"
+    return out, compare(study, out, reps=200)
+
+
+def test_compare_draws_every_figure_as_png_and_pdf(compared) -> None:
+    out, result = compared
+    for name in FIGURES:
+        image = matplotlib.image.imread(out / f"{name}.png")
+        assert image.shape[0] > 300 and image.shape[1] > 500, name
+        assert image[..., :3].std() > 0.05, f"{name}.png is blank"
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
+    assert set(result.files) >= {out / f"{name}.{s}" for name in FIGURES for s in ("png", "pdf")}
+
+
+def test_compare_writes_every_table_as_csv_markdown_and_latex(compared, episodes: pd.DataFrame) -> None:
+    out, result = compared
+    for name in TABLES:
+        csv = pd.read_csv(out / f"{name}.csv")
+        assert len(csv) == len(result.tables[name]) > 0, name
+        markdown = (out / f"{name}.md").read_text()
+        assert markdown.startswith("**") and sum(line.startswith("|") for line in markdown.splitlines()) == len(csv) + 2
+        latex = (out / f"{name}.tex").read_text()
+        assert "\\begin{tabular}" in latex and "\\caption{" in latex
+        assert latex.count("\\\\") == len(csv) + 1  # header and one line per row
+    expected = final_performance(episodes, reps=200)
+    written = pd.read_csv(out / "final_performance.csv")
+    assert written["iqm"].tolist() == pytest.approx(expected["iqm"].tolist())
+    assert len(pd.read_csv(out / "run_scores.csv")) == 64
+
+
+def test_compare_draws_masks_and_connectivity_only_for_changing_structures(compared) -> None:
+    out, result = compared
+    pictures = sorted(p.name for p in (out / "masks").glob("*.png"))
+    assert len(pictures) == 2  # set, learned and fixed: one run each
+    assert all("-set-" in name for name in pictures)
+    assert {p.name for p in (out / "masks").glob("*.pdf")} == {n.replace(".png", ".pdf") for n in pictures}
+
+
+def test_matched_capacity_gives_no_warning_and_dense_is_the_reference(compared) -> None:
+    out, result = compared
+    capacity = pd.read_csv(out / "capacity.csv")
+    assert not any("capacity" in w for w in result.warnings)
+    assert set(capacity.loc[capacity["structure"] == "dense", "matched"]) == {"reference"}
+    assert set(capacity.loc[capacity["structure"] != "dense", "matched"]) == {"yes"}
+    structured = capacity[(capacity["layer"] == "structured") & (capacity["game"] == "breakout")]
+    assert set(structured.columns) >= {"hidden units", "connections", "parameters", "density", "flops"}
+    assert structured.set_index(["structure", "weights"]).loc[("conv", "fixed"), "connections"] == 9 * 4 * 1024
+    assert (structured["runs"] == 4).all()
+    assert "Warning" not in (out / "capacity.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def unmatched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """conv and random at different budgets, dense, both modes, two seeds; one run unfinished."""
+    root = tmp_path_factory.mktemp("unmatched")
+    for weights, seed in itertools.product(("learned", "fixed"), (0, 1)):
+        write_run(root, structure="conv", weights=weights, seed=seed, final=5.0 + seed)
+        write_run(root, structure="random", weights=weights, seed=seed, final=3.0 + seed, connections=20_480)
+        write_run(root, structure="dense", weights=weights, seed=seed, final=4.0 + seed,
+                  complete=not (weights == "fixed" and seed == 1))
+    return root
+
+
+def test_command_warns_in_terminal_tables_and_figures_when_capacity_differs(unmatched: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = CliRunner().invoke(compare_command, [str(unmatched), "--out", str(out), "--reps", "200"])
+    assert result.exit_code == 0, result.output
+    assert "warning: not at matched capacity" in result.stderr
+    assert "breakout structured layer (random 20,480; conv 36,864)" in result.stderr
+    assert "dense" not in result.stderr.split("matched capacity")[1]  # the reference is not checked
+    assert "1 of 12 runs are unfinished" in result.stderr
+    assert "compared 12 runs of 3 structures" in result.stdout
+    capacity = pd.read_csv(out / "capacity.csv")
+    assert set(capacity.loc[capacity["layer"] == "structured", "matched"]) == {"NO", "reference"}
+    assert "**Warning:** not at matched capacity" in (out / "capacity.md").read_text()
+    assert "Warning: not at matched capacity" in (out / "capacity.tex").read_text()
+    performance = pd.read_csv(out / "final_performance.csv").set_index(["weights", "structure"])
+    assert performance.loc[("fixed", "dense"), "unfinished"] == 1
+    assert performance.loc[("learned", "dense"), "unfinished"] == 0
+
+
+def test_figures_carry_the_capacity_warning_and_the_number_of_seeds(episodes: pd.DataFrame) -> None:
+    from minisparse.analysis import figures
+    table = final_performance(episodes, reps=100)
+    fig = figures.final_performance(table, 0.1, "structures not at matched capacity")
+    title = fig.get_suptitle()
+    assert "WARNING: structures not at matched capacity" in title and "n=4 seeds" in title
+    assert fig.axes[0].get_xlabel().startswith("IQM of return per episode")
+    assert figures.final_performance(table, 0.1, None).get_suptitle().count("WARNING") == 0
+    assert figures.seeds_note([3, 5, 4]) == "n=3-5 seeds"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root / "missing", "does not exist"),
+    (lambda root: (root / "empty").mkdir() or root / "empty", "holds no runs"),
+    (lambda root: (root / "episodes.csv").unlink() or root, "has finished an episode"),
+])
+def test_command_user_mistakes_are_one_line_with_status_2_and_write_nothing(tmp_path: Path, make, message: str) -> None:
+    run = write_run(tmp_path / "runs", final=1.0)
+    path = make(run)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(compare_command, [str(path), "--out", str(out)])
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_command_refuses_an_output_path_that_is_a_file(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs")
+    (tmp_path / "report").write_text("keep me")
+    result = CliRunner().invoke(compare_command, [str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.stderr
+    assert (tmp_path / "report").read_text() == "keep me"
+
+
+def test_runs_without_an_episode_in_the_window_are_named_and_left_out(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs", structure="conv", seed=0, final=2.0)
+    write_run(tmp_path / "runs", structure="conv", seed=1, final=2.0, episode_frames=np.array([100, 5000]))
+    result = compare(tmp_path / "runs", tmp_path / "out", reps=100)
+    assert any("1 runs have no episode ending in the last 10%" in w and "conv-learned-s1" in w
+               for w in result.warnings)
+    assert result.tables["final_performance"]["runs"].tolist() == [1]

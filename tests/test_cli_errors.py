@@ -1,0 +1,100 @@
+"""Every user mistake: one line naming the bad value and the choices, exit 2, nothing on disk."""
+import pytest
+import torch
+
+from conftest import TINY, minisparse
+
+CASES = {
+    "unknown game": (["--game", "pong"], ["pong", "breakout", "seaquest"]),
+    "unknown structure": (["--structure", "nope"], ["nope", "conv", "random", "dense"]),
+    "sparsity of one": (["--sparsity", "1.0"], ["1.0", "[0, 1)"]),
+    "negative sparsity": (["--sparsity", "-0.1"], ["-0.1", "[0, 1)"]),
+    "fan-in larger than the input": (["--fan-in", "401"], ["401", "400"]),
+    "zero frames": (["--frames", "0"], ["frames", "0"]),
+    "batch larger than replay": (["--batch-size", "64", "--replay-capacity", "32"], ["64", "32"]),
+    "unknown weights": (["--weights", "frozen"], ["frozen", "learned", "fixed"]),
+    "not a number": (["--lr", "fast"], ["fast"]),
+    "unknown structure option": (["--structure", "random", "-o", "bogus=1"], ["bogus", "per_unit"]),
+}
+
+
+def assert_one_line_error(result, expected):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in expected:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_run_options(case, tmp_path):
+    args, expected = CASES[case]
+    out = tmp_path / "runs"
+    result = minisparse("run", "--out", str(out), *args)
+    assert_one_line_error(result, expected)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = minisparse("run", "--out", str(target), *TINY)
+    assert_one_line_error(result, [str(target), "file"])
+    assert target.read_text() == "x"
+
+
+def test_resume_missing_directory(tmp_path):
+    result = minisparse("run", "--resume", str(tmp_path / "nothing"))
+    assert_one_line_error(result, ["nothing"])
+
+
+def test_resume_folder_that_is_not_a_run(tmp_path):
+    result = minisparse("run", "--resume", str(tmp_path))
+    assert_one_line_error(result, ["config.json"])
+
+
+def copy_run(source, target):
+    import shutil
+    shutil.copytree(source, target)
+    return target
+
+
+def test_resume_corrupt_config(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    (run / "config.json").write_text("{not json")
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["corrupt", "config.json"])
+
+
+def test_resume_incompatible_config(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    text = (run / "config.json").read_text().replace('"game": "breakout"', '"game": "pong"')
+    (run / "config.json").write_text(text)
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["incompatible", "pong"])
+
+
+def test_resume_corrupt_checkpoint(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    (run / "checkpoint.pt").write_bytes(b"\x80\x04garbage")
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["corrupt", "checkpoint.pt"])
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("unpickled an arbitrary object",))
+
+
+def test_checkpoint_never_unpickles_arbitrary_objects(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    torch.save({"meta": Exploit()}, run / "checkpoint.pt")
+    result = minisparse("run", "--resume", str(run))
+    assert "unpickled an arbitrary object" not in result.stdout + result.stderr
+    assert_one_line_error(result, ["checkpoint.pt"])
+
+
+def test_resume_takes_no_other_options(tiny_run):
+    assert_one_line_error(minisparse("run", "--resume", str(tiny_run), "--frames", "10"), ["--resume", "frames"])

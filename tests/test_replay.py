@@ -1,0 +1,48 @@
+import numpy as np
+
+from minisparse.replay import Replay
+
+
+def random_observation(rng, shape):
+    return rng.random(shape) < 0.3
+
+
+def test_transitions_come_back_exactly_across_wraparound_and_episode_ends():
+    rng = np.random.default_rng(0)
+    shape = (7, 10, 10)  # odd channel count: packed bits need padding
+    replay = Replay(capacity=50, observation_shape=shape)
+    stored = []
+    observation = random_observation(rng, shape)
+    for step in range(137):
+        next_observation = random_observation(rng, shape)
+        done = step % 11 == 10
+        action, reward = int(rng.integers(6)), float(rng.normal())
+        replay.add(observation, action, reward, next_observation, done)
+        stored.append((observation, action, reward, next_observation, done))
+        observation = random_observation(rng, shape) if done else next_observation
+    assert len(replay) == 50
+    live = stored[-50:]
+    obs, actions, rewards, next_obs, dones = replay.sample(2000, np.random.default_rng(1))
+    lookup = {(o.tobytes(), a, np.float32(r)): (n, d) for o, a, r, n, d in live}
+    for o, a, r, n, d in zip(obs, actions, rewards, next_obs, dones):
+        expected_next, expected_done = lookup[(o.astype(bool).tobytes(), a, r)]
+        assert d == expected_done
+        if not d:  # after a terminal the next state is masked out by the target
+            np.testing.assert_array_equal(n.astype(bool), expected_next)
+    assert obs.dtype == np.uint8 and obs.shape == (2000, *shape)
+
+
+def test_seaquest_sized_buffer_fits_in_50_megabytes():
+    replay = Replay(capacity=100_000, observation_shape=(10, 10, 10))
+    assert replay.nbytes <= 50 * 2**20
+
+
+def test_state_dict_round_trip_reproduces_samples():
+    rng = np.random.default_rng(3)
+    replay = Replay(20, (4, 10, 10))
+    for _ in range(30):
+        replay.add(random_observation(rng, (4, 10, 10)), 1, 1.0, random_observation(rng, (4, 10, 10)), False)
+    copy = Replay(20, (4, 10, 10))
+    copy.load_state_dict(replay.state_dict())
+    for a, b in zip(replay.sample(64, np.random.default_rng(5)), copy.sample(64, np.random.default_rng(5))):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,127 @@
+"""Real runs: the run directory, reproducibility, and resume after real kills."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY, episodes, minisparse, only_run
+
+RESULT_COLUMNS = ["frame", "episode", "return", "length", "epsilon"]  # all but wall-clock seconds
+
+
+def test_run_directory_says_everything(tiny_run):
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["config"]["structure"] == "random" and config["config"]["weights"] == "fixed"
+    assert config["config"]["replay_start"] == 500 and config["config"]["gamma"] == 0.99
+    assert {"torch", "minatar", "numpy", "python"} <= set(config["versions"])
+    assert config["capacity"]["structured"]["connections"] == 1024 * 36
+    eps = episodes(tiny_run)
+    assert list(eps.columns) == ["frame", "episode", "return", "length", "epsilon", "seconds"]
+    assert eps["frame"].is_monotonic_increasing and eps["frame"].iloc[-1] <= 3000
+    assert (eps["length"].cumsum() == eps["frame"]).all()
+    assert eps["epsilon"].iloc[0] == 1.0 and eps["epsilon"].iloc[-1] == pytest.approx(0.1)
+    train = pd.read_csv(tiny_run / "train.csv")
+    assert list(train.columns) == ["frame", "updates", "loss", "mean_q", "frames_per_s",
+                                   "density_structured", "changed_structured"]
+    assert train["frame"].tolist() == [1000, 1500, 2000, 2500, 3000]
+    assert train["updates"].iloc[-1] == 2500 and np.isfinite(train["loss"]).all()
+    assert (train["density_structured"] == 0.09).all()
+    for name in ("start", "end"):
+        mask = np.load(tiny_run / "masks" / f"{name}.npz")["structured"]
+        assert mask.shape == (1024, 400) and mask.dtype == bool and (mask.sum(1) == 36).all()
+    state = torch.load(tiny_run / "model.pt", weights_only=True)
+    np.testing.assert_array_equal(state["structured.mask"].numpy(), mask)
+    assert json.loads((tiny_run / "complete.json").read_text())["frames"] == 3000
+    assert not (tiny_run / "checkpoint.pt").exists()
+    assert not list(tiny_run.rglob("*.tmp"))
+
+
+def test_same_seed_same_returns_different_seed_different_returns(tiny_run, tmp_path):
+    again = minisparse("run", "--structure", "random", "--weights", "fixed", "--out", str(tmp_path / "a"), *TINY)
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(episodes(only_run(tmp_path / "a"))[RESULT_COLUMNS], episodes(tiny_run)[RESULT_COLUMNS])
+    other = minisparse("run", "--structure", "random", "--weights", "fixed", "--seed", "1",
+                       "--out", str(tmp_path / "b"), *TINY)
+    assert other.returncode == 0, other.stderr
+    assert not episodes(only_run(tmp_path / "b"))[RESULT_COLUMNS].equals(episodes(tiny_run)[RESULT_COLUMNS])
+
+
+def start_run(out, *extra):
+    args = [sys.executable, "-m", "minisparse", "run", "--structure", "conv", "--out", str(out), *TINY,
+            "--checkpoint-every", "700", *extra]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(out, process, deadline=120):
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        checkpoint = list(out.glob("*/checkpoint.pt"))
+        if checkpoint or process.poll() is not None:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    result = minisparse("run", "--structure", "conv", "--out", str(out), *TINY, "--checkpoint-every", "700")
+    assert result.returncode == 0, result.stderr
+    return episodes(only_run(out))
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_killed_run_resumes_to_the_same_returns(how, uninterrupted, tmp_path):
+    out = tmp_path / "runs"
+    process = start_run(out)
+    wait_for_checkpoint(out, process)
+    time.sleep(random.Random(how).uniform(0.0, 2.0))  # a random moment after the first checkpoint
+    process.send_signal(getattr(signal, how))
+    _, stderr = process.communicate(timeout=120)
+    run = only_run(out)
+    if how == "SIGKILL":
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode in (130, 143), stderr
+        assert "resume with: minisparse run --resume" in stderr
+        assert "Traceback" not in stderr
+    assert not (run / "complete.json").exists()
+    for _ in range(3):  # SIGKILL again during the resumed session, then finish
+        result = minisparse("run", "--resume", str(run))
+        if result.returncode == 0:
+            break
+    assert result.returncode == 0, result.stderr
+    pd.testing.assert_frame_equal(episodes(run)[RESULT_COLUMNS], uninterrupted[RESULT_COLUMNS])
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_kill_during_resume_then_resume_again(uninterrupted, tmp_path):
+    out = tmp_path / "runs"
+    process = start_run(out)
+    wait_for_checkpoint(out, process)
+    process.kill()
+    process.wait()
+    run = only_run(out)
+    resumed = subprocess.Popen([sys.executable, "-m", "minisparse", "run", "--resume", str(run)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)
+    resumed.kill()
+    resumed.wait()
+    result = minisparse("run", "--resume", str(run))
+    assert result.returncode == 0, result.stderr
+    pd.testing.assert_frame_equal(episodes(run)[RESULT_COLUMNS], uninterrupted[RESULT_COLUMNS])
+
+
+def test_resuming_a_complete_run_changes_nothing(tiny_run):
+    before = (tiny_run / "episodes.csv").read_bytes()
+    result = minisparse("run", "--resume", str(tiny_run))
+    assert result.returncode == 0
+    assert (tiny_run / "episodes.csv").read_bytes() == before
