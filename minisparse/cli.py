@@ -9,7 +9,8 @@ from typing import Any, Callable
 
 import click
 
-from minisparse.config import ACTIVATIONS, DEVICES, GAMES, OPTIMIZERS, WEIGHT_MODES, Config, ConfigError
+from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
+                               ConfigError)
 
 HELP = {
     "game": "MinAtar game.",
@@ -43,12 +44,14 @@ HELP = {
     "adam_eps": "Adam epsilon.",
     "mask_optimizer_state": "Zero the optimizer state of connections that are dropped or grown.",
     "device": "auto picks CUDA when available.",
+    "backend": "How masked layers execute: dense (masked dense matrices), sparse (torch sparse kernels), "
+               "auto (whichever is faster for the layer's size and density).",
     "threads": "Torch CPU threads.",
     "checkpoint_every": "Frames between checkpoints (one is also written on SIGINT/SIGTERM).",
     "log_every": "Frames between progress lines and train.csv rows.",
 }
 CHOICES = {"game": GAMES, "weights": WEIGHT_MODES, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS,
-           "device": DEVICES}
+           "device": DEVICES, "backend": BACKENDS}
 
 
 def config_options(command: Callable) -> Callable:

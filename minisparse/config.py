@@ -14,6 +14,7 @@ WEIGHT_MODES = ("learned", "fixed")
 ACTIVATIONS = ("relu", "leaky_relu")
 OPTIMIZERS = ("rmsprop", "adam")
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("dense", "sparse", "auto")
 
 
 class ConfigError(ValueError):
@@ -59,6 +60,7 @@ class Config:
     mask_optimizer_state: bool = True
     # execution
     device: str = "auto"
+    backend: str = "dense"
     threads: int = 1
     checkpoint_every: int = 100_000
     log_every: int = 10_000
@@ -70,6 +72,7 @@ class Config:
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
+        _choice("backend", self.backend, BACKENDS)
         if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
             raise ConfigError(f"sparsity {self.sparsity} is outside [0, 1)")
         if self.sparsity is not None and self.fan_in is not None:
@@ -124,7 +127,7 @@ class Config:
 
 
 # Settings that change how a run executes but not what it computes.
-EXECUTION_KEYS = frozenset({"device", "threads", "checkpoint_every", "log_every"})
+EXECUTION_KEYS = frozenset({"device", "backend", "threads", "checkpoint_every", "log_every"})
 
 # Observation channels of each MinAtar game (10 x 10 x C).
 CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
