@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
+from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
                                ConfigError)
 
 HELP = {
@@ -21,6 +21,9 @@ HELP = {
     "sparsity": "Fraction of the structured layer's connections that are absent "
                 "(default: the conv's budget, 9*C inputs per unit).",
     "fan_in": "Inputs per hidden unit of the structured layer (instead of --sparsity).",
+    "plugins": "Folder of structure plug-in files (*.py) to load; stored in the run's config.",
+    "sparse_hidden": "Make the dense 128-unit layer sparse too, splitting the budget by --distribution.",
+    "distribution": "How --sparse-hidden splits the budget across layers: uniform density or ERK.",
     "hidden_units": "Units of the structured layer.",
     "dense_units": "Units of the dense layer after it.",
     "activation": "Nonlinearity after the structured and dense layers.",
@@ -51,14 +54,18 @@ HELP = {
     "log_every": "Frames between progress lines and train.csv rows.",
 }
 CHOICES = {"game": GAMES, "weights": WEIGHT_MODES, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS,
-           "device": DEVICES, "backend": BACKENDS}
+           "device": DEVICES, "backend": BACKENDS, "distribution": DISTRIBUTIONS}
 
 
-def config_options(command: Callable) -> Callable:
-    """Decorate a click command with one option per Config field."""
+BUDGET_FIELDS = ("game", "seed", "sparsity", "fan_in", "sparse_hidden", "distribution", "hidden_units",
+                 "plugins")
+
+
+def config_options(command: Callable, only: tuple[str, ...] | None = None) -> Callable:
+    """Decorate a click command with one option per Config field (or per field in `only`)."""
     hints = typing.get_type_hints(Config)
     for field in reversed(dataclasses.fields(Config)):
-        if field.name == "structure_options":
+        if field.name == "structure_options" or (only is not None and field.name not in only):
             continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default
@@ -104,15 +111,13 @@ def cli() -> None:
 @config_options
 @click.option("--option", "-o", "structure_option", multiple=True, metavar="KEY=VALUE",
               help="A structure option, e.g. -o per_unit=false (repeatable).")
-@click.option("--plugins", type=click.Path(path_type=Path), default=None,
-              help="Folder of structure plug-in files (*.py) to load.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Folder that receives the run directory.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this run directory from its checkpoint.")
 @click.pass_context
-def run(ctx: click.Context, structure_option: tuple[str, ...], plugins: Path | None, out: Path,
-        resume: Path | None, **fields: Any) -> None:
+def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume: Path | None,
+        **fields: Any) -> None:
     """Train a DQN agent and leave a self-describing run directory.
 
     \b
@@ -120,21 +125,76 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], plugins: Path | N
       minisparse run --game breakout --structure random --weights fixed --frames 200000
     """
     from minisparse import dqn
-    from minisparse.structure import load_plugins
 
-    if plugins is not None:
-        load_plugins(plugins)
     if resume is not None:
         given = [name for name in ctx.params
-                 if name not in ("resume", "plugins") and ctx.get_parameter_source(name).name == "COMMANDLINE"]
+                 if name != "resume" and ctx.get_parameter_source(name).name == "COMMANDLINE"]
         if given:
             raise ConfigError(f"--resume takes no other options (the run's config.json decides); got --{given[0]}")
         path = dqn.resume(resume)
     else:
         fields["adam_betas"] = tuple(fields["adam_betas"])
+        if fields["plugins"] is not None:
+            fields["plugins"] = str(Path(fields["plugins"]).resolve())
         config = Config(**fields, structure_options=parse_structure_options(structure_option)).validate()
         path = dqn.start(config, out)
     click.echo(f"run complete: {path}")
+
+
+def budget_options(command: Callable) -> Callable:
+    return config_options(command, BUDGET_FIELDS)
+
+
+def budget_config(fields: dict[str, Any]) -> Config:
+    if fields.get("plugins") is not None:
+        fields["plugins"] = str(Path(fields["plugins"]).resolve())
+    return Config(**fields).validate()
+
+
+@cli.group(invoke_without_command=True)
+@budget_options
+@click.pass_context
+def structures(ctx: click.Context, **fields: Any) -> None:
+    """List every registered structure at one budget: units, connections, unique trainable
+    parameters, density and forward FLOPs per sample of the sparse layers."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from minisparse.catalog import capacity_table
+
+    config = budget_config(fields)
+    table = capacity_table(config)
+    layers = "structured + hidden layers" if config.sparse_hidden else "structured layer"
+    click.echo(f"{config.game} ({config.channels} channels), {layers}, connections at the end of training\n")
+    click.echo(table.to_string(index=False, formatters={"density": "{:.4f}".format, "connections": "{:,}".format,
+                                                         "parameters": "{:,}".format, "flops": "{:,}".format}))
+
+
+@structures.command()
+@click.argument("target")
+@budget_options
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Picture file (.png or .pdf); for a run directory, the folder for <run>-masks.png/.pdf.")
+def show(target: str, out: Path, **fields: Any) -> None:
+    """Draw a structure (TARGET = its name) or a run's start and end masks (TARGET = run directory)
+    over the 10x10 input: receptive fields of a few units per channel, and readers per pixel."""
+    from minisparse.analysis.pictures import draw_mask, draw_run_masks
+
+    if Path(target).is_dir():
+        if not (Path(target) / "masks" / "start.npz").exists():
+            raise ConfigError(f"{target!r} has no masks/start.npz (not a run that started learning)")
+        for path in draw_run_masks(target, out):
+            click.echo(f"wrote {path}")
+        return
+    if out.suffix not in (".png", ".pdf"):
+        raise ConfigError(f"picture file {str(out)!r} must end in .png or .pdf")
+    from minisparse.catalog import connectivity
+
+    config = budget_config({**fields, "structure": target})
+    mask = connectivity(config)["structured"]
+    title = (f"{target} on {config.game}: {int(mask.sum()):,} connections "
+             f"({mask.mean():.1%} dense), {mask.sum(1).min()}-{mask.sum(1).max()} inputs per unit")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    click.echo(f"wrote {draw_mask(mask, config.channels, title, out)}")
 
 
 def main() -> None:

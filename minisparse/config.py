@@ -15,6 +15,7 @@ ACTIVATIONS = ("relu", "leaky_relu")
 OPTIMIZERS = ("rmsprop", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("dense", "sparse", "auto")
+DISTRIBUTIONS = ("uniform", "erk")
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,10 @@ class Config:
     sparsity: float | None = None
     fan_in: int | None = None
     structure_options: dict[str, Any] = field(default_factory=dict)
+    plugins: str | None = None
+    # multi-layer sparsity: the dense 128-unit layer sparse too, the budget split by `distribution`
+    sparse_hidden: bool = False
+    distribution: str = "uniform"
     # network
     hidden_units: int = 1024
     dense_units: int = 128
@@ -73,6 +78,7 @@ class Config:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         _choice("backend", self.backend, BACKENDS)
+        _choice("distribution", self.distribution, DISTRIBUTIONS)
         if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
             raise ConfigError(f"sparsity {self.sparsity} is outside [0, 1)")
         if self.sparsity is not None and self.fan_in is not None:

@@ -97,7 +97,7 @@ class Agent:
         self.config = config.validate()
         self.device = resolve_device(config.device)
         torch.set_num_threads(config.threads)
-        self.structure = make_structure(config.structure, config.structure_options)
+        self.structure = make_structure(config.structure, config.structure_options, config.plugins)
         specs = layer_specs(config)
         self.q = build_network(config, self.structure, torch.Generator().manual_seed(config.seed)).to(self.device)
         self.engine = SparsityEngine(self.q, self.structure, specs, config.seed, config.mask_optimizer_state)

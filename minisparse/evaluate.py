@@ -16,7 +16,7 @@ from minisparse.structure import make_structure
 def load_model(path: Path) -> tuple[Config, QNetwork]:
     """The final network of a completed run (masks included, loaded without unpickling objects)."""
     config = rundir.read_config(path)
-    structure = make_structure(config.structure, config.structure_options)
+    structure = make_structure(config.structure, config.structure_options, config.plugins)
     network = build_network(config, structure, torch.Generator().manual_seed(config.seed))
     network.load_state_dict(torch.load(path / rundir.MODEL, weights_only=True, map_location="cpu"))
     return config, network.eval()

@@ -8,7 +8,7 @@ from torch import nn
 from minisparse.config import Config
 from minisparse.env import NUM_ACTIONS
 from minisparse.layers import layer_capacity
-from minisparse.structure import LayerSpec, Structure
+from minisparse.structure import LayerSpec, Structure, make_structure
 
 CONV_FAN_IN_PER_CHANNEL = 9  # a 3x3 receptive field
 
@@ -48,27 +48,66 @@ def structured_fan_in(config: Config) -> int:
     return CONV_FAN_IN_PER_CHANNEL * config.channels
 
 
+def layer_densities(shapes: dict[str, tuple[int, int]], density: float, distribution: str) -> dict[str, float]:
+    """Split an overall density over layers of (units, inputs): the same everywhere, or ERK.
+
+    ERK (Evci et al. 2020) gives each layer a density proportional to (units + inputs) / (units * inputs),
+    scaled so the total number of connections is kept; layers that would exceed 1 are made dense
+    and the rest is redistributed.
+    """
+    if distribution == "uniform":
+        return {name: density for name in shapes}
+    budget = density * sum(u * i for u, i in shapes.values())
+    dense: set[str] = set()
+    while True:
+        free = {n: (u + i) / (u * i) for n, (u, i) in shapes.items() if n not in dense}
+        remaining = budget - sum(u * i for n, (u, i) in shapes.items() if n in dense)
+        scale = remaining / sum(free[n] * shapes[n][0] * shapes[n][1] for n in free)
+        overfull = {n for n in free if scale * free[n] > 1.0}
+        if not overfull:
+            return {n: 1.0 if n in dense else scale * free[n] for n in shapes}
+        dense |= overfull
+
+
 def layer_specs(config: Config) -> dict[str, LayerSpec]:
-    """The layers a structure wires, with their budgets."""
-    return {"structured": LayerSpec(
-        name="structured", in_features=config.input_size, out_features=config.hidden_units,
-        fan_in=structured_fan_in(config), channels=config.channels, fixed=config.weights == "fixed",
-        total_updates=max(0, config.frames - config.replay_start))}
+    """The layers a structure wires, with their budgets (inputs per unit)."""
+    shapes = {"structured": (config.hidden_units, config.input_size)}
+    if config.sparse_hidden:
+        shapes["hidden"] = (config.dense_units, config.hidden_units)
+    density = structured_fan_in(config) / config.input_size
+    densities = layer_densities(shapes, density, config.distribution)
+    total_updates = max(0, config.frames - config.replay_start)
+    return {name: LayerSpec(name=name, in_features=inputs, out_features=units,
+                            fan_in=max(1, round(densities[name] * inputs)),
+                            channels=config.channels if name == "structured" else 0,
+                            fixed=config.weights == "fixed" and name == "structured",
+                            total_updates=total_updates)
+            for name, (units, inputs) in shapes.items()}
+
+
+def layer_structures(structure: Structure, specs: dict[str, LayerSpec]) -> dict[str, Structure]:
+    """Which structure wires each sparse layer: image-only structures leave the hidden layer to `random`."""
+    fallback = make_structure("random", {}) if structure.image_only else structure
+    return {name: structure if name == "structured" else fallback for name in specs}
 
 
 def build_network(config: Config, structure: Structure, generator: torch.Generator) -> QNetwork:
-    """A freshly initialised network whose structured layer `structure` wires."""
-    spec = layer_specs(config)["structured"]
-    structured = structure.build(spec, generator)
-    if structured.out_features != config.hidden_units:
-        raise ValueError(f"structure {structure.name} built {structured.out_features} units, "
+    """A freshly initialised network whose sparse layers `structure` wires."""
+    specs = layer_specs(config)
+    wiring = layer_structures(structure, specs)
+    layers = {name: wiring[name].build(spec, generator) for name, spec in specs.items()}
+    if layers["structured"].out_features != config.hidden_units:
+        raise ValueError(f"structure {structure.name} built {layers['structured'].out_features} units, "
                          f"expected {config.hidden_units}")
-    structured.reset_parameters(generator)
-    hidden = nn.Linear(config.hidden_units, config.dense_units)
+    hidden = layers.get("hidden") or nn.Linear(config.hidden_units, config.dense_units)
     head = nn.Linear(config.dense_units, NUM_ACTIONS)
+    layers["structured"].reset_parameters(generator)
     for layer in (hidden, head):
-        _reset_linear(layer, generator)
-    return QNetwork(structured, hidden, head, config.activation, config.leaky_slope)
+        if isinstance(layer, nn.Linear):
+            _reset_linear(layer, generator)
+        else:
+            layer.reset_parameters(generator)
+    return QNetwork(layers["structured"], hidden, head, config.activation, config.leaky_slope)
 
 
 def _reset_linear(layer: nn.Linear, generator: torch.Generator) -> None:

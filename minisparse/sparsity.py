@@ -9,13 +9,15 @@ import torch
 from torch import nn
 
 from minisparse.layers import MaskedLinear
+from minisparse.network import layer_structures
 from minisparse.structure import LayerSpec, Signals, Structure
 
 
 class SparsityEngine:
     def __init__(self, network: nn.Module, structure: Structure, specs: dict[str, LayerSpec],
                  seed: int, mask_optimizer_state: bool = True):
-        self.network, self.structure, self.specs = network, structure, specs
+        self.network, self.specs = network, specs
+        self.structures = layer_structures(structure, specs)
         self.mask_optimizer_state = mask_optimizer_state
         self.generator = torch.Generator().manual_seed(seed + 1)
         self.step = 0
@@ -42,7 +44,7 @@ class SparsityEngine:
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""
         for name, layer in self.layers().items():
-            mask = self.structure.begin_learning(self.specs[name], observations, self.generator)
+            mask = self.structures[name].begin_learning(self.specs[name], observations, self.generator)
             if mask is not None:
                 with torch.no_grad():
                     layer.mask.copy_(mask)
@@ -52,7 +54,7 @@ class SparsityEngine:
     def penalty(self) -> torch.Tensor | float:
         total: torch.Tensor | float = 0.0
         for name, layer in self.layers().items():
-            term = self.structure.penalty(layer, self.specs[name], self.step)
+            term = self.structures[name].penalty(layer, self.specs[name], self.step)
             if term is not None:
                 total = total + term
         return total
@@ -60,8 +62,8 @@ class SparsityEngine:
     def before_step(self) -> None:
         """Record what connectivity updates need, then keep absent connections' gradients at zero."""
         for name, layer in self.layers().items():
-            spec = self.specs[name]
-            if self.structure.learns_connectivity and self.structure.is_update_step(self.step, spec):
+            structure = self.structures[name]
+            if structure.learns_connectivity and structure.is_update_step(self.step, self.specs[name]):
                 self._signals[name] = _signals(layer)
             if layer.weight.grad is not None:
                 layer.weight.grad.mul_(layer.mask)
@@ -74,9 +76,9 @@ class SparsityEngine:
                 layer.weight.mul_(layer.mask)
             signals = self._signals.pop(name, None)
             if signals is not None:
-                new_mask = self.structure.update_mask(layer.mask, signals, self.step, self.specs[name],
-                                                      self.generator)
-                self._set_mask(name, layer, new_mask)
+                new_mask = self.structures[name].update_mask(layer.mask.cpu(), signals, self.step,
+                                                             self.specs[name], self.generator)
+                self._set_mask(name, layer, new_mask.to(layer.mask.device))
         self.step += 1
 
     def _set_mask(self, name: str, layer: MaskedLinear, new_mask: torch.Tensor) -> None:
@@ -118,6 +120,7 @@ class SparsityEngine:
 
 
 def _signals(layer: MaskedLinear) -> Signals:
+    """On the CPU, where structures draw their random numbers."""
     if layer.score is None:
-        return Signals(importance=layer.weight.detach().abs(), growth=layer.weight.grad.detach().abs())
-    return Signals(importance=layer.score.detach().clone(), growth=layer.score.grad.detach().abs())
+        return Signals(importance=layer.weight.detach().abs().cpu(), growth=layer.weight.grad.detach().abs().cpu())
+    return Signals(importance=layer.score.detach().cpu().clone(), growth=layer.score.grad.detach().abs().cpu())

@@ -60,6 +60,7 @@ class Signals:
 class Structure:
     name: ClassVar[str] = ""
     learns_connectivity: ClassVar[bool] = False
+    image_only: ClassVar[bool] = False  # needs the image's geometry; a sparse hidden layer gets `random`
 
     def build(self, spec: LayerSpec, generator: torch.Generator) -> nn.Module:
         """The layer for `spec`; masked linear unless a structure needs its own kind of layer."""
@@ -119,10 +120,12 @@ _loaded_builtins: list[bool] = []
 
 
 def load_plugins(folder: str | Path) -> list[str]:
-    """Import every .py file in `folder`; return the names they registered."""
-    folder = Path(folder)
+    """Import every .py file in `folder` (once per folder); return the names they registered."""
+    folder = Path(folder).resolve()
     if not folder.is_dir():
         raise ConfigError(f"plug-in folder {str(folder)!r} is not a directory")
+    if folder in _loaded_folders:
+        return _loaded_folders[folder]
     before = set(available())
     for path in sorted(folder.glob("*.py")):
         module_name = f"minisparse_plugin_{path.stem}"
@@ -134,11 +137,17 @@ def load_plugins(folder: str | Path) -> list[str]:
         except Exception as error:
             del sys.modules[module_name]
             raise ConfigError(f"structure plug-in {str(path)!r} failed to load: {_describe(error)}") from None
-    return sorted(set(STRUCTURES) - before)
+    _loaded_folders[folder] = sorted(set(STRUCTURES) - before)
+    return _loaded_folders[folder]
 
 
-def make_structure(name: str, options: dict[str, Any]) -> Structure:
-    """Instantiate a registered structure, checking its options by name and type."""
+_loaded_folders: dict[Path, list[str]] = {}
+
+
+def make_structure(name: str, options: dict[str, Any], plugins: str | None = None) -> Structure:
+    """Instantiate a registered structure (loading `plugins` first), checking its options by name and type."""
+    if plugins is not None:
+        load_plugins(plugins)
     known = available()
     if name not in known:
         raise ConfigError(f"unknown structure {name!r}; valid choices: {', '.join(known)}")

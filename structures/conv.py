@@ -10,5 +10,7 @@ from minisparse.structure import LayerSpec, Structure, register
 class Conv(Structure):
     """3x3 receptive fields, weights shared across positions; defines the matched budget."""
 
+    image_only = True
+
     def build(self, spec: LayerSpec, generator: torch.Generator) -> nn.Module:
         return SharedConv(spec.channels)

@@ -1,0 +1,52 @@
+"""Every registered structure at one budget: what it costs and what it looks like."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from minisparse.config import Config
+from minisparse.dqn import Agent
+from minisparse.env import NUM_ACTIONS
+from minisparse.network import layer_specs
+from minisparse.structure import available
+
+COLUMNS = ["structure", "units", "connections", "parameters", "density", "flops", "connectivity"]
+
+
+def capacity_table(config: Config) -> pd.DataFrame:
+    """One row per structure: the sparse layers' capacity once training has shaped them.
+
+    Structures that learn connectivity end at the budget whatever they start from (prune and
+    l1 start dense); `connectivity` says which ones change and where they start.
+    """
+    rows = []
+    for name, cls in available().items():
+        agent = Agent(dataclasses.replace(config, structure=name, structure_options={}))
+        capacity, specs = agent.q.capacity(), layer_specs(agent.config)
+        start = sum(capacity[layer]["connections"] for layer in specs)
+        learned = {layer for layer in agent.engine.layers() if cls.learns_connectivity}
+        connections = sum(specs[l].connections if l in learned else capacity[l]["connections"] for l in specs)
+        shared = sum(capacity[l]["parameters"] - capacity[l]["connections"] for l in specs)
+        rows.append({"structure": name, "units": sum(capacity[l]["units"] for l in specs),
+                     "connections": connections, "parameters": connections + shared,
+                     "density": connections / sum(capacity[l]["units"] * capacity[l]["inputs"] for l in specs),
+                     "flops": 2 * connections,
+                     "connectivity": ("fixed" if not learned else "learned" if start == connections
+                                      else f"learned, starts at {start:,}")})
+    return pd.DataFrame(rows)[COLUMNS]
+
+
+def connectivity(config: Config) -> dict[str, np.ndarray]:
+    """The masks a run of `config` learns with at its first update (after the random-policy frames)."""
+    agent = Agent(config)
+    rng = np.random.default_rng(config.seed)
+    frames = []
+    for _ in range(max(config.replay_start, config.batch_size)):
+        frames.append(agent.game.observation())
+        _, done = agent.game.act(int(rng.integers(NUM_ACTIONS)))
+        if done:
+            agent.game.reset()
+    agent.engine.begin_learning(np.stack(frames).astype(np.uint8))
+    return agent.engine.masks()
