@@ -10,7 +10,7 @@ from minisparse.config import Config
 from minisparse.dqn import Agent
 from minisparse.env import NUM_ACTIONS
 from minisparse.network import layer_specs
-from minisparse.structure import available
+from minisparse.structure import available, load_plugins
 
 COLUMNS = ["structure", "units", "connections", "parameters", "density", "flops", "connectivity"]
 
@@ -21,6 +21,8 @@ def capacity_table(config: Config) -> pd.DataFrame:
     Structures that learn connectivity end at the budget whatever they start from (prune and
     l1 start dense); `connectivity` says which ones change and where they start.
     """
+    if config.plugins is not None:
+        load_plugins(config.plugins)
     rows = []
     for name, cls in available().items():
         agent = Agent(dataclasses.replace(config, structure=name, structure_options={}))

@@ -51,14 +51,6 @@ class SparsityEngine:
                 layer.reset_parameters(self.generator)
                 self.topology_changes += 1
 
-    def penalty(self) -> torch.Tensor | float:
-        total: torch.Tensor | float = 0.0
-        for name, layer in self.layers().items():
-            term = self.structures[name].penalty(layer, self.specs[name], self.step)
-            if term is not None:
-                total = total + term
-        return total
-
     def before_step(self) -> None:
         """Record what connectivity updates need, then keep absent connections' gradients at zero."""
         for name, layer in self.layers().items():
@@ -70,8 +62,13 @@ class SparsityEngine:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Re-impose masks after the optimizer moved weights, then apply connectivity updates."""
+        """Apply L1 penalties, re-impose masks after the optimizer moved weights, then apply
+        connectivity updates."""
         for name, layer in self.layers().items():
+            strength = self.structures[name].l1_strength(self.step, self.specs[name])
+            if strength > 0:
+                _soft_threshold(layer.weight if layer.score is None else layer.score,
+                                strength * self.optimizer.param_groups[0]["lr"])
             if layer.weight.requires_grad:
                 layer.weight.mul_(layer.mask)
             signals = self._signals.pop(name, None)
@@ -117,6 +114,16 @@ class SparsityEngine:
         self.topology_changes = int(state["topology_changes"])
         self.changed = {name: int(v) for name, v in state["changed"].items()}
         self.generator.set_state(state["generator"])
+
+
+def _soft_threshold(values: torch.Tensor, threshold: float) -> None:
+    """The proximal step of an L1 penalty: shrink every value towards zero by `threshold`.
+
+    Unlike an L1 term in the loss, it reaches exact zeros and never feeds a constant gradient
+    to centered RMSprop, whose sqrt(E[g^2] - E[g]^2) turns NaN when the gradient is constant
+    (as it is for inputs that are never active).
+    """
+    values.copy_(values.sign() * (values.abs() - threshold).clamp_(min=0))
 
 
 def _signals(layer: MaskedLinear) -> Signals:

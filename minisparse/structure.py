@@ -82,9 +82,9 @@ class Structure:
                     generator: torch.Generator) -> torch.Tensor:
         return mask
 
-    def penalty(self, layer: MaskedLinear, spec: LayerSpec, step: int) -> torch.Tensor | None:
-        """A term added to the loss (e.g. L1), or None."""
-        return None
+    def l1_strength(self, step: int, spec: LayerSpec) -> float:
+        """Coefficient of an L1 penalty on the layer's present connections at this update (0: none)."""
+        return 0.0
 
 
 STRUCTURES: dict[str, type[Structure]] = {}
