@@ -123,7 +123,7 @@ class Agent:
         batch = tuple(torch.from_numpy(a).to(self.device) for a in arrays)
         loss, mean_q = td_loss(self.q, self.target, batch, self.config.gamma)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss + self.engine.penalty()).backward()
+        loss.backward()
         self.engine.before_step()
         self.optimizer.step()
         self.engine.after_step()

@@ -46,7 +46,7 @@ class MaskedLinear(nn.Module):
         if self.score is None:
             return self.weight
         gate = self.mask.to(self.score.dtype)
-        return self.weight * (gate + self.score - self.score.detach())
+        return self.weight * (gate + (self.score - self.score.detach()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
