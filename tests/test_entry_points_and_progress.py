@@ -1,0 +1,45 @@
+"""Installed packages register structures through entry points; progress says what a run is doing."""
+import io
+import os
+import subprocess
+import sys
+
+from minisparse.progress import Progress
+
+
+def test_structure_from_an_installed_packages_entry_point(tmp_path):
+    (tmp_path / "band_structures.py").write_text(
+        "from minisparse.structure import Structure, register\n\n"
+        "@register('band')\nclass Band(Structure):\n    '''Dense: stands in for a real structure.'''\n")
+    info = tmp_path / "band_structures-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: band-structures\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[minisparse.structures]\nband = band_structures\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "minisparse", "structures"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert any(line.strip().startswith("band ") for line in result.stdout.splitlines())
+
+
+def test_plain_progress_lines_when_not_a_terminal():
+    stream = io.StringIO()
+    progress = Progress(total=1000, start=0, label="run", log_every=500, stream=stream, live=False)
+    for frame in range(1, 1001):
+        if frame % 100 == 0:
+            progress.episode(float(frame // 100))
+        progress.advance(frame, epsilon=0.5)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "frame 1000/1000 (100%)" in lines[1] and "frames/s" in lines[1] and "ETA" in lines[1]
+    assert "return(last 10) 5.50" in lines[1]
+
+
+def test_live_bar_shows_frames_rate_and_recent_return():
+    stream = io.StringIO()
+    progress = Progress(total=1000, start=0, label="run", log_every=500, stream=stream, live=True)
+    progress.episode(3.0)
+    for frame in range(1, 1001):
+        progress.advance(frame, epsilon=0.25)
+    progress.close()
+    text = stream.getvalue()
+    assert "1.00k/1.00k" in text and "frame/s" in text and "return 3.00" in text and "eps 0.25" in text
