@@ -26,6 +26,9 @@ def finished_network(tmp_path, structure, weights):
 def test_structure_contract(structure, weights, tmp_path):
     config, path, state = finished_network(tmp_path, structure, weights)
     initial = dqn.Agent(config)  # the same seed builds the same initial network
+    if weights == "fixed":  # fixed values are set when learning starts (predictive wires itself then)
+        started = dqn.start(dataclasses.replace(config, frames=config.replay_start + 1), tmp_path / "started")
+        initial.q.load_state_dict(torch.load(started / "model.pt", weights_only=True))
     end = np.load(path / "masks" / "end.npz")["structured"]
     spec = layer_specs(config)["structured"]
     if structure == "dense":
