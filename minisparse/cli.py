@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import click
 
+from minisparse.analysis.command import compare
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
                                ConfigError)
 
@@ -195,6 +196,9 @@ def show(target: str, out: Path, **fields: Any) -> None:
              f"({mask.mean():.1%} dense), {mask.sum(1).min()}-{mask.sum(1).max()} inputs per unit")
     out.parent.mkdir(parents=True, exist_ok=True)
     click.echo(f"wrote {draw_mask(mask, config.channels, title, out)}")
+
+
+cli.add_command(compare)
 
 
 def main() -> None:

@@ -440,6 +440,6 @@ def test_runs_without_an_episode_in_the_window_are_named_and_left_out(tmp_path: 
     write_run(tmp_path / "runs", structure="conv", seed=0, final=2.0)
     write_run(tmp_path / "runs", structure="conv", seed=1, final=2.0, episode_frames=np.array([100, 5000]))
     result = compare(tmp_path / "runs", tmp_path / "out", reps=100)
-    assert any("1 runs have no episode ending in the last 10%" in w and "conv-learned-s1" in w
+    assert any("1 run has no episode ending in the last 10%" in w and "conv-learned-s1" in w
                for w in result.warnings)
     assert result.tables["final_performance"]["runs"].tolist() == [1]

@@ -1,0 +1,42 @@
+"""Reading runs, statistics, figures and tables for comparing sparse structures.
+
+Everything `minisparse compare` does is callable from a notebook:
+
+    from minisparse.analysis import load_runs, final_performance, probability_of_improvement
+    episodes = load_runs("runs/study")
+    final_performance(episodes)
+
+Names are imported on first use, so that `minisparse --help` (which registers the compare
+command) does not pay for importing pandas, scipy and seaborn.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    ".comparison": ("Comparison", "compare"),
+    ".load": ("NoRunsError", "find_runs", "load_capacity", "load_runs", "load_train"),
+    ".pictures": ("draw_mask", "draw_run_masks"),
+    ".stats": ("binned", "binned_returns", "final_performance", "iqm", "probability_of_improvement",
+               "rank_table", "run_scores"),
+    ".capacity": ("capacity_table", "capacity_warning"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+if TYPE_CHECKING:
+    from .capacity import capacity_table, capacity_warning
+    from .comparison import Comparison, compare
+    from .load import NoRunsError, find_runs, load_capacity, load_runs, load_train
+    from .pictures import draw_mask, draw_run_masks
+    from .stats import (binned, binned_returns, final_performance, iqm, probability_of_improvement,
+                        rank_table, run_scores)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,139 @@
+"""`compare`: every figure and table of a study, from run directories to an output folder."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import figures
+from .capacity import capacity_table, capacity_warning
+from .load import NoRunsError, Paths, find_runs, load_capacity, load_runs, load_train
+from .pictures import draw_run_masks
+from .stats import (binned, binned_returns, final_performance, probability_of_improvement, rank_table,
+                    run_scores)
+from .tables import write_table
+
+
+@dataclass
+class Comparison:
+    """What compare found and wrote: the tables (for a notebook), the files, the warnings."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float = 0.1,
+            reps: int = 2000, seed: int = 0) -> Comparison:
+    """Load runs under paths and write figures (PNG, PDF) and tables (CSV, Markdown, LaTeX) to out.
+
+    Raises NoRunsError (a path is missing or holds no run with a finished episode) or
+    NotADirectoryError (out is a file) before writing anything. `reps` bootstrap resamples,
+    seeded by `seed`, give every confidence interval.
+    """
+    runs = find_runs(paths)
+    episodes = load_runs(runs)
+    if episodes.empty:
+        raise NoRunsError(f"none of the {len(runs)} runs found has finished an episode yet")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output path {out} is a file, not a folder")
+    scores = run_scores(episodes, last_fraction)
+    capacity = capacity_table(load_capacity(runs))
+    warning = capacity_warning(capacity)
+    result = Comparison(warnings=_run_warnings(runs, scores, last_fraction) + ([warning] if warning else []))
+    figure_warning = "structures not at matched capacity (see the capacity table)" if warning else None
+    palette = figures.structure_palette(scores["structure"])
+    seeds = figures.seeds_note(scores.groupby(["game", "weights", "structure"]).size())
+    out.mkdir(parents=True, exist_ok=True)
+
+    def table(name: str, frame: pd.DataFrame, caption: str) -> None:
+        result.tables[name] = frame
+        result.files.extend(write_table(frame, out, name, caption, warning))
+
+    def figure(name: str, draw: Callable[[], Figure]) -> None:
+        result.files.extend(figures.save(draw(), out, name))
+
+    result.tables["run_scores"] = scores
+    scores.to_csv(out / "run_scores.csv", index=False)
+    result.files.append(out / "run_scores.csv")
+    table("capacity", capacity, "Capacity of each compared structure per layer "
+          "(connections = non-zero weights, flops = forward FLOPs per sample)")
+    figure("learning_curves", lambda: figures.learning_curves(
+        binned_returns(episodes, bins), palette, figure_warning, reps=reps, seed=seed))
+
+    performance = final_performance(episodes, last_fraction, reps, seed=seed)
+    table("final_performance", performance,
+          f"Final performance: IQM of run scores (mean return over the last {last_fraction:.0%} "
+          f"of frames) with 95% stratified bootstrap CIs; {seeds}")
+    figure("final_performance", lambda: figures.final_performance(performance, last_fraction, figure_warning))
+
+    improvement = probability_of_improvement(episodes, last_fraction, reps, seed=seed)
+    if improvement.empty:
+        result.warnings.append("no probability of improvement: no weight mode has two structures")
+    else:
+        table("probability_of_improvement", improvement,
+              f"Probability of improvement P(x > y) of final scores with 95% bootstrap CIs; {seeds}")
+        figure("probability_of_improvement", lambda: figures.improvement(improvement, seeds, figure_warning))
+
+    ranks = rank_table(performance)
+    if "rank_change" not in ranks:
+        result.warnings.append("no fixed-versus-learned comparison: no structure was run in both weight modes")
+    else:
+        table("ranks", ranks, "Rank of each structure's final performance (1 = best) under fixed "
+              "and learned weights; rank_change = fixed rank - learned rank")
+        figure("fixed_vs_learned", lambda: figures.interaction(ranks, palette, figure_warning))
+
+    train = load_train(runs)
+    changing = _changing_runs(train, runs)
+    logged = train[train["path"].isin(changing)]
+    logged = logged.assign(structure=logged["path"].map(scores.set_index("path")["structure"]))
+    logged = logged.dropna(subset=["structure"])  # runs without episodes have no label
+    if not logged.empty:
+        columns = [c for c in logged.columns if c.startswith(("density_", "changed_"))]
+        figure("connectivity", lambda: figures.connectivity(binned(logged, columns, bins), palette))
+    for run in _one_run_each(scores[scores["path"].isin(changing)]):
+        if (run / "masks" / "start.npz").is_file():
+            result.files.extend(draw_run_masks(run, out / "masks"))
+    return result
+
+
+def _run_warnings(runs: list[Path], scores: pd.DataFrame, last_fraction: float) -> list[str]:
+    """Runs that are unfinished, have no episode yet, or none in the scored window, by name."""
+    warnings = []
+    unfinished = sorted(scores.loc[~scores["complete"], "run"])
+    if unfinished:
+        warnings.append(f"{len(unfinished)} of {len(runs)} runs are unfinished ({_names(unfinished)}); "
+                        f"their scores use the last {last_fraction:.0%} of the frames reached so far")
+    empty = sorted(run.name for run in runs if str(run) not in set(scores["path"]))
+    if empty:
+        warnings.append(f"{_runs(empty)} no finished episode yet; left out ({_names(empty)})")
+    unscored = sorted(scores.loc[scores["score"].isna(), "run"])
+    if unscored:
+        warnings.append(f"{_runs(unscored)} no episode ending in the last {last_fraction:.0%} of the "
+                        f"run's frames; left out of the final performance ({_names(unscored)})")
+    return warnings
+
+
+def _changing_runs(train: pd.DataFrame, runs: list[Path]) -> list[str]:
+    """Runs whose connectivity changed: a nonzero changed_<layer> or intermediate mask snapshots."""
+    changed = [c for c in train.columns if c.startswith("changed_")]
+    paths = set(train.loc[train[changed].fillna(0).ne(0).any(axis=1), "path"]) if changed else set()
+    return sorted(paths | {str(run) for run in runs if any(run.glob("masks/frame_*.npz"))})
+
+
+def _one_run_each(scores: pd.DataFrame) -> list[Path]:
+    """The first run (by game, then seed) of each structure and weight mode: one picture each."""
+    first = scores.sort_values(["game", "seed"]).drop_duplicates(["structure", "weights"])
+    return [Path(p) for p in first["path"]]
+
+
+def _runs(names: list[str]) -> str:
+    return "1 run has" if len(names) == 1 else f"{len(names)} runs have"
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,112 @@
+"""Read run directories (docs/run-directory.md) into tidy pandas frames.
+
+Every loader accepts one run, a folder of runs, or a study folder with runs nested at
+any depth, so a notebook and `minisparse compare` see the same rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Union
+
+import pandas as pd
+
+PathLike = Union[str, "os.PathLike[str]"]
+Paths = Union[PathLike, Iterable[PathLike]]
+
+EPISODE_COLUMNS = ["frame", "episode", "return", "length", "epsilon", "seconds"]
+CAPACITY_COLUMNS = ["units", "inputs", "connections", "parameters", "density", "flops"]
+RUN_COLUMNS = ["run", "path", "complete"]  # added to every row, after the config columns
+
+
+class NoRunsError(Exception):
+    """A path is missing, holds no run directory, or holds a config.json that is not a run's.
+
+    A user mistake rather than a bug: the CLI reports it as one line with exit status 2.
+    """
+
+
+def find_runs(paths: Paths) -> list[Path]:
+    """Return every run directory (a folder with config.json) at or below the paths, sorted."""
+    runs: set[Path] = set()
+    for path in _as_list(paths):
+        if not path.exists():
+            raise NoRunsError(f"{path} does not exist")
+        found = [path] if (path / "config.json").is_file() else [
+            config.parent for config in path.rglob("config.json")]
+        if not found:
+            raise NoRunsError(f"{path} holds no runs (no config.json at or below it)")
+        runs.update(p.resolve() for p in found)
+    return sorted(runs)
+
+
+def load_runs(paths: Paths) -> pd.DataFrame:
+    """One row per finished episode of every run, with the run's config columns.
+
+    Columns: frame, episode, return, length, epsilon, seconds, the flattened config
+    (structure_options as `option.<key>`), run (folder name), path and complete
+    (complete.json exists; unfinished runs are loaded too).
+    """
+    return _load_csv(paths, "episodes.csv", EPISODE_COLUMNS)
+
+
+def load_train(paths: Paths) -> pd.DataFrame:
+    """One row per train.csv row (loss, mean_q, density_<layer>, changed_<layer>, ...) of every run."""
+    return _load_csv(paths, "train.csv", ["frame", "updates", "loss", "mean_q", "frames_per_s"])
+
+
+def load_capacity(paths: Paths) -> pd.DataFrame:
+    """One row per run and layer (including `total`) from config.json["capacity"]."""
+    rows = []
+    for run in find_runs(paths):
+        info = run_info(run)
+        capacity = _read_config(run).get("capacity", {})
+        rows += [{**info, "layer": layer, **values} for layer, values in capacity.items()]
+    return pd.DataFrame(rows, columns=None if rows else ["layer", *CAPACITY_COLUMNS, *RUN_COLUMNS])
+
+
+def run_info(run: Path) -> dict[str, Any]:
+    """The per-run columns: flattened config, run, path, complete."""
+    info: dict[str, Any] = {}
+    for key, value in _read_config(run)["config"].items():
+        if key == "structure_options":
+            info.update({f"option.{k}": _hashable(v) for k, v in (value or {}).items()})
+        else:
+            info[key] = _hashable(value)
+    info.update(run=run.name, path=str(run), complete=(run / "complete.json").is_file())
+    return info
+
+
+def _load_csv(paths: Paths, name: str, columns: list[str]) -> pd.DataFrame:
+    frames = []
+    for run in find_runs(paths):
+        file = run / name
+        rows = pd.read_csv(file) if file.is_file() and file.stat().st_size else None
+        if rows is not None and len(rows):
+            info = pd.DataFrame([run_info(run)]).iloc[[0] * len(rows)].set_axis(rows.index)
+            frames.append(pd.concat([rows, info], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, *RUN_COLUMNS])
+
+
+def _read_config(run: Path) -> dict[str, Any]:
+    file = run / "config.json"
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise NoRunsError(f"{file} is not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise NoRunsError(f"{file} is not a minisparse run config (it has no 'config' object)")
+    return data
+
+
+def _hashable(value: Any) -> Any:
+    """Lists from JSON become tuples so that config columns can be grouped on."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def _as_list(paths: Paths) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]

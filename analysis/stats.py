@@ -1,0 +1,210 @@
+"""Statistics for comparing structures: per-run scores, IQM, probability of improvement.
+
+Follows Agarwal et al. 2021 ("Deep RL at the edge of the statistical precipice"): a run's
+score is its mean return over the last part of training; groups of runs are summarised by
+the interquartile mean with stratified bootstrap confidence intervals, and pairs of groups
+by the probability of improvement.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from minisparse.config import EXECUTION_KEYS, Config
+
+# Published dense DQN returns at 5M frames (MinAtar paper, read off its plot; design notes
+# section 2). Only used to put games on one scale when several games are aggregated.
+REFERENCE_RETURNS = {"asterix": 17.0, "breakout": 10.0, "freeway": 50.0,
+                     "seaquest": 20.0, "space_invaders": 43.0}
+ALL_GAMES = "all games"
+
+# Config keys that make two runs of one structure different variants (seed, game and weight
+# mode are compared across, execution settings change nothing, and where a plug-in was
+# loaded from is not a setting of the structure).
+_VARIANT_KEYS = ({f.name for f in dataclasses.fields(Config)} - set(EXECUTION_KEYS)
+                 - {"game", "structure", "weights", "seed", "structure_options", "plugins"})
+
+
+def iqm(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Interquartile mean: the mean of the middle half, robust to a few outlier seeds."""
+    return scipy.stats.trim_mean(values, 0.25, axis=axis)
+
+
+def variants(frame: pd.DataFrame) -> pd.Series:
+    """Label each row's run by its structure plus the settings that set it apart.
+
+    Two runs of `random` at different sparsity are different things to compare, so they
+    become `random (sparsity=0.9)` and `random (sparsity=0.95)`; a structure whose runs
+    share every setting keeps its plain name.
+    """
+    runs = frame.drop_duplicates("path").set_index("path")
+    keys = [c for c in runs.columns if c in _VARIANT_KEYS or c.startswith("option.")]
+    labels = {}
+    for structure, group in runs.groupby("structure", sort=False):
+        differing = [k for k in keys if group[k].map(_show).nunique() > 1]
+        for path, row in group.iterrows():
+            extra = ", ".join(f"{k.removeprefix('option.')}={_show(row[k])}" for k in differing)
+            labels[path] = f"{structure} ({extra})" if extra else str(structure)
+    return frame["path"].map(labels).rename("structure")
+
+
+def run_scores(episodes: pd.DataFrame, last_fraction: float = 0.1) -> pd.DataFrame:
+    """One row per run: mean return of the episodes that end in the last part of its frames.
+
+    The last part is `last_fraction` of the configured frames for a complete run and of the
+    frames reached so far for an unfinished one. `normalized` divides by the published DQN
+    return of the game (REFERENCE_RETURNS) so that games can be aggregated.
+    """
+    if not 0 < last_fraction <= 1:
+        raise ValueError(f"last_fraction {last_fraction} is outside (0, 1]")
+    episodes = episodes.assign(structure=variants(episodes))
+    rows = []
+    for path, run in episodes.groupby("path", sort=True):
+        first = run.iloc[0]
+        horizon = first["frames"] if first["complete"] else run["frame"].max()
+        last = run[run["frame"] >= (1 - last_fraction) * horizon]
+        score = last["return"].mean() if len(last) else math.nan
+        rows.append({"game": first["game"], "weights": first["weights"], "structure": first["structure"],
+                     "seed": first["seed"], "run": first["run"], "path": path,
+                     "complete": bool(first["complete"]), "frames_reached": run["frame"].max(),
+                     "episodes_scored": len(last), "score": score,
+                     "normalized": score / REFERENCE_RETURNS.get(first["game"], math.nan)})
+    return pd.DataFrame(rows)
+
+
+def final_performance(episodes: pd.DataFrame, last_fraction: float = 0.1, reps: int = 2000,
+                      confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """IQM of run scores with bootstrap CIs, per game, weight mode and structure.
+
+    With several games an extra `all games` row per weight mode and structure aggregates
+    normalized scores, resampling runs within each game (stratified bootstrap).
+    """
+    scores = run_scores(episodes, last_fraction).dropna(subset=["score"])
+    games = scores["game"].unique()
+    rows = []
+    for game in [*games, ALL_GAMES] if len(games) > 1 else games:
+        subset = scores if game == ALL_GAMES else scores[scores["game"] == game]
+        value = "normalized" if game == ALL_GAMES else "score"
+        for (weights, structure), group in subset.groupby(["weights", "structure"], sort=True):
+            strata = [g[value].to_numpy(float) for _, g in group.groupby("game")]
+            low, high = bootstrap_ci(strata, _pooled_iqm, reps, confidence, seed)
+            rows.append({"game": game, "weights": weights, "structure": structure,
+                         "runs": len(group), "unfinished": int((~group["complete"]).sum()),
+                         "iqm": float(iqm(np.concatenate(strata))), "ci_low": low, "ci_high": high,
+                         "measure": "return / DQN reference" if game == ALL_GAMES else "return"})
+    return pd.DataFrame(rows)
+
+
+def probability_of_improvement(episodes: pd.DataFrame, last_fraction: float = 0.1,
+                               reps: int = 2000, confidence: float = 0.95,
+                               seed: int = 0) -> pd.DataFrame:
+    """P(X > Y) for every ordered pair of structures within a weight mode, with bootstrap CIs.
+
+    P(X > Y) is the chance that a run of X scores higher than a run of Y on the same game
+    (ties count half: the Mann-Whitney U statistic over n*m), averaged over the games where
+    both structures have runs.
+    """
+    scores = run_scores(episodes, last_fraction).dropna(subset=["score"])
+    rows = []
+    for weights, mode in scores.groupby("weights", sort=True):
+        runs = dict(tuple(mode.groupby("structure", sort=True)))
+        for x, y in itertools.combinations(runs, 2):
+            games = sorted(set(runs[x]["game"]) & set(runs[y]["game"]))
+            samples = [runs[s].loc[runs[s]["game"] == game, "score"].to_numpy(float)
+                       for game in games for s in (x, y)]
+            p = float(_mean_improvement(*samples))
+            low, high = bootstrap_ci(samples, _mean_improvement, reps, confidence, seed)
+            common = {"weights": weights, "games": len(games)}
+            rows.append({**common, "x": x, "y": y, "probability": p, "ci_low": low, "ci_high": high})
+            rows.append({**common, "x": y, "y": x, "probability": 1 - p,
+                         "ci_low": 1 - high, "ci_high": 1 - low})
+    columns = ["weights", "x", "y", "probability", "ci_low", "ci_high", "games"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["weights", "x", "y"], ignore_index=True)
+
+
+def rank_table(performance: pd.DataFrame) -> pd.DataFrame:
+    """Rank of each structure (1 = highest IQM) under each weight mode, per game.
+
+    Only structures run in both modes are ranked, so a rank change means the ordering of
+    the same set of structures changed between fixed and learned weights.
+    """
+    rows = []
+    for game, table in performance.groupby("game", sort=False):
+        wide = table.pivot(index="structure", columns="weights", values="iqm").dropna()
+        if wide.shape[1] < 2:
+            continue
+        ranks = wide.rank(ascending=False, method="min").astype(int)
+        for structure in wide.index:
+            rows.append({"game": game, "structure": structure,
+                         **{f"iqm_{mode}": wide.at[structure, mode] for mode in wide.columns},
+                         **{f"rank_{mode}": ranks.at[structure, mode] for mode in wide.columns}})
+    table = pd.DataFrame(rows)
+    if len(table) and {"rank_fixed", "rank_learned"} <= set(table.columns):
+        table["rank_change"] = table["rank_fixed"] - table["rank_learned"]
+    return table
+
+
+def binned_returns(episodes: pd.DataFrame, bins: int = 40) -> pd.DataFrame:
+    """Each run's mean return per frame bin, labelled by structure (see `binned`)."""
+    return binned(episodes.assign(structure=variants(episodes)), ["return"], bins)
+
+
+def binned(frame: pd.DataFrame, values: Sequence[str], bins: int) -> pd.DataFrame:
+    """Each run's mean of `values` per frame bin (equal width over all runs' frames).
+
+    One value per run and bin, so that a mean across seeds weighs every seed equally
+    whatever its number of episodes or log rows; `frame` becomes the bin's centre.
+    """
+    edges = np.linspace(0, frame["frame"].max(), bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    index = np.clip(np.searchsorted(edges, frame["frame"], side="left") - 1, 0, bins - 1)
+    keys = ["game", "weights", "structure", "seed", "path", "frame"]
+    return frame.assign(frame=centres[index]).groupby(keys, as_index=False, sort=True)[list(values)].mean()
+
+
+def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], reps: int,
+                 confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap CI of statistic(*samples), resampling each sample on its own.
+
+    scipy's unpaired multi-sample bootstrap resamples every sample independently, which is
+    exactly a stratified bootstrap when the samples are the strata (games, or the two
+    structures within each game). scipy needs two values per sample, so single-run samples
+    are held fixed (resampling one value could only return it); with none left to resample
+    the interval is undefined (NaN).
+    """
+    varying = [i for i, s in enumerate(samples) if len(s) > 1]
+    if not varying:
+        return math.nan, math.nan
+
+    def resampled_statistic(*drawn: np.ndarray, axis: int = -1) -> np.ndarray:
+        full = [np.broadcast_to(s, drawn[0].shape[:-1] + s.shape) for s in samples]
+        for i, values in zip(varying, drawn):
+            full[i] = values
+        return statistic(*full, axis=axis)
+
+    result = scipy.stats.bootstrap([samples[i] for i in varying], resampled_statistic,
+                                   n_resamples=reps, confidence_level=confidence,
+                                   method="percentile", vectorized=True, paired=False,
+                                   rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _pooled_iqm(*strata: np.ndarray, axis: int = -1) -> np.ndarray:
+    return iqm(np.concatenate(strata, axis=axis), axis=axis)
+
+
+def _mean_improvement(*pairs: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over games of U/(n*m); samples alternate x, y per game."""
+    shares = [scipy.stats.mannwhitneyu(x, y, axis=axis, method="asymptotic").statistic
+              / (x.shape[axis] * y.shape[axis]) for x, y in zip(pairs[::2], pairs[1::2])]
+    return np.mean(shares, axis=0)
+
+
+def _show(value: object) -> str:
+    return "default" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
