@@ -2,14 +2,23 @@
 
 Masks are buffers, so state_dict, checkpoints, deep copies and target-network syncs carry
 them with no extra code. Only the sparsity engine changes a mask or the weights it hides.
+
+A masked layer runs on one of two backends (`use_backend`): masked dense matrices, or torch's
+sparse CSR kernels over the present connections only. Both keep the dense `weight` as the one
+source of truth, so checkpoints, the engine and the optimizer's state do not depend on it.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Below this density `auto` runs a masked layer on the sparse backend: the crossover that
+# `minisparse bench --layers` measures for the 1024-unit structured layer on one CPU thread.
+AUTO_SPARSE_BELOW = 0.2
 
 
 class MaskedLinear(nn.Module):
@@ -19,6 +28,8 @@ class MaskedLinear(nn.Module):
     matrix product and `weight.grad` is the dense gradient (what RigL grows by).
     With scores (connectivity learned through gates) the effective weight is
     weight * mask, and the straight-through term hands the gate gradient to the scores.
+    On the sparse backend (layers without scores) only the present connections are multiplied;
+    `weight.grad` is then zero off the mask unless `dense_gradient` asks for the dense one.
     """
 
     def __init__(self, mask: torch.Tensor, scored: bool = False):
@@ -29,6 +40,12 @@ class MaskedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features))
         self.register_buffer("mask", mask.clone().bool())
         self.score = nn.Parameter(torch.empty(out_features, in_features)) if scored else None
+        # Execution settings, not state: `use_backend` sets them; the DQN loop asks for the dense
+        # gradient (what RigL grows by) on the engine's connectivity-update steps only.
+        self.backend = "dense"
+        self.dense_gradient = False
+        self._connections: Connections | None = None
+        self._connections_key: tuple[int, int] | None = None
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
@@ -49,7 +66,21 @@ class MaskedLinear(nn.Module):
         return self.weight * (gate + (self.score - self.score.detach()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "sparse" and self.score is None:
+            return _SparseLinear.apply(x, self.weight, self.bias, self.connections(), self.dense_gradient)
         return F.linear(x, self.effective_weight(), self.bias)
+
+    def connections(self) -> Connections:
+        """Index structures of the present connections, rebuilt only when the mask changes in place
+        (the engine's copy_, load_state_dict) or moves (tensor version counter, storage)."""
+        key = (self.mask._version, self.mask.data_ptr())
+        if self._connections is None or self._connections_key != key:
+            self._connections, self._connections_key = Connections.of(self.mask), key
+        return self._connections
+
+    def connection_index(self) -> torch.Tensor:
+        """Flat indices (row * in + column) of the present connections, for sparse optimizer steps."""
+        return self.connections().flat
 
     def connectivity(self) -> torch.Tensor:
         return self.mask
@@ -66,7 +97,10 @@ class SharedConv(nn.Module):
     """A 3x3 valid convolution over (C, 10, 10) that reads and writes flat vectors.
 
     Units are ordered filter-major on the output grid (f*64 + y*8 + x for 16 x 8 x 8),
-    the order every other structure's hidden units follow.
+    the order every other structure's hidden units follow. It runs as one matrix product of the
+    (filters, C*9) kernel with the unfolded input (C*9, positions * batch), gathered by a fixed
+    index: that product's (filter, position, sample) layout is already the transposed output,
+    so nothing is permuted and no gradient flows to the input it does not need.
     """
 
     def __init__(self, channels: int, filters: int = 16, kernel: int = 3, size: int = 10):
@@ -75,6 +109,7 @@ class SharedConv(nn.Module):
         self.conv = nn.Conv2d(channels, filters, kernel)
         self.in_features = channels * size * size
         self.out_features = filters * (size - kernel + 1) ** 2
+        self.register_buffer("patches", _patch_index(channels, kernel, size), persistent=False)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         fan_in = self.channels * self.kernel ** 2
@@ -84,13 +119,25 @@ class SharedConv(nn.Module):
                 p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x.view(-1, self.channels, self.size, self.size)).flatten(1)
+        x = x.reshape(-1, self.in_features)
+        batch, filters = x.shape[0], self.conv.out_channels
+        unfolded = x.t().contiguous().index_select(0, self.patches).view(self.conv.weight[0].numel(), -1)
+        out = torch.mm(self.conv.weight.view(filters, -1), unfolded).view(filters, -1, batch)
+        return out.add_(self.conv.bias.view(filters, 1, 1)).view(self.out_features, batch).t()
 
     def connectivity(self) -> torch.Tensor:
         return receptive_field_mask(self.channels, self.conv.out_channels, self.kernel, self.size)
 
     def unique_weights(self) -> int:
         return self.conv.weight.numel()
+
+
+def _patch_index(channels: int, kernel: int, size: int) -> torch.Tensor:
+    """Input index of kernel entry (c, ky, kx) at output position (y, x), ordered (c, ky, kx, y, x)."""
+    out = size - kernel + 1
+    c, ky, kx, y, x = torch.meshgrid(torch.arange(channels), torch.arange(kernel), torch.arange(kernel),
+                                     torch.arange(out), torch.arange(out), indexing="ij")
+    return (c * size * size + (y + ky) * size + (x + kx)).reshape(-1)
 
 
 def receptive_field_mask(channels: int, filters: int, kernel: int = 3, size: int = 10) -> torch.Tensor:
@@ -112,6 +159,87 @@ def layer_capacity(layer: nn.Module) -> dict[str, float]:
         connections = int(layer.connectivity().sum())
         unique = layer.unique_weights()
         units, inputs = layer.out_features, layer.in_features
+    biases = sum(p.numel() for name, p in layer.named_parameters() if name.endswith("bias"))
     return {"units": units, "inputs": inputs, "connections": connections,
-            "parameters": unique + units, "density": connections / (units * inputs),
+            "parameters": unique + biases, "density": connections / (units * inputs),
             "flops": 2 * connections}
+
+
+def use_backend(network: nn.Module, backend: str) -> None:
+    """Run every masked layer of `network` on `backend` (dense, sparse, or auto by density)."""
+    for layer in network.modules():
+        if isinstance(layer, MaskedLinear):
+            density = float(layer.mask.float().mean())
+            layer.backend = backend if backend != "auto" else ("sparse" if density < AUTO_SPARSE_BELOW else "dense")
+
+
+@dataclass(frozen=True)
+class Connections:
+    """The mask's present connections as CSR structures of W (out x in) and of its transpose."""
+
+    shape: tuple[int, int]
+    flat: torch.Tensor              # row * in + column, row-major
+    crow: torch.Tensor              # CSR of W
+    col: torch.Tensor
+    transposed_crow: torch.Tensor   # CSR of W^T: its values are W's at `transposed_order`
+    transposed_col: torch.Tensor
+    transposed_order: torch.Tensor
+
+    @classmethod
+    def of(cls, mask: torch.Tensor) -> "Connections":
+        out_features, in_features = mask.shape
+        rows, cols = mask.nonzero(as_tuple=True)
+        order = torch.argsort(cols, stable=True)
+        return cls(shape=(out_features, in_features), flat=rows * in_features + cols,
+                   crow=_compressed(rows, out_features), col=cols,
+                   transposed_crow=_compressed(cols[order], in_features), transposed_col=rows[order],
+                   transposed_order=order)
+
+    def matrix(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+
+    def transposed(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self.transposed_crow, self.transposed_col,
+                                       values.index_select(0, self.transposed_order),
+                                       self.shape[::-1], check_invariants=False)
+
+
+def _compressed(sorted_rows: torch.Tensor, rows: int) -> torch.Tensor:
+    counts = torch.bincount(sorted_rows, minlength=rows)
+    return torch.cat((counts.new_zeros(1), counts.cumsum(0)))
+
+
+class _SparseLinear(torch.autograd.Function):
+    """y = x W^T + b with W held as CSR over the present connections.
+
+    Backward gives the gradient of the present connections only (a sampled product, scattered
+    into a dense tensor that is zero elsewhere), or the dense gradient x^T-product when asked,
+    and the input gradient through W^T's CSR when the input needs one.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, connections: Connections,
+                dense_gradient: bool) -> torch.Tensor:
+        values = weight.reshape(-1).index_select(0, connections.flat)
+        out = torch.addmm(bias.unsqueeze(1), connections.matrix(values), x.t())
+        ctx.save_for_backward(x, values)
+        ctx.connections, ctx.dense_gradient = connections, dense_gradient
+        return out.t()
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, values = ctx.saved_tensors
+        connections = ctx.connections
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(connections.transposed(values), grad_out.t()).t()
+        if ctx.needs_input_grad[1]:
+            if ctx.dense_gradient:
+                grad_weight = torch.mm(grad_out.t(), x)
+            else:
+                sampled = torch.sparse.sampled_addmm(connections.matrix(values), grad_out.t(), x, beta=0.0)
+                grad_weight = values.new_zeros(connections.shape).view(-1)
+                grad_weight = grad_weight.index_copy_(0, connections.flat, sampled.values()).view(connections.shape)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(0)
+        return grad_x, grad_weight, grad_bias, None, None

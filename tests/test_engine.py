@@ -46,7 +46,9 @@ def test_random_structure_matches_the_conv_budget_per_unit():
 def test_capacity_counts_shared_weights_once():
     conv, _, _ = network_and_engine("conv")
     cap = conv.capacity()["structured"]
-    assert cap["parameters"] == 16 * 4 * 9 + 1024  # shared kernel + one bias per unit
+    assert cap["parameters"] == 16 * 4 * 9 + 16  # shared kernels and one bias per filter
+    random, _, _ = network_and_engine("random")
+    assert random.capacity()["structured"]["parameters"] == 1024 * 36 + 1024
     assert cap["flops"] == 2 * 1024 * 36
     assert cap["density"] == pytest.approx(0.09)
     dense, _, _ = network_and_engine("dense")
