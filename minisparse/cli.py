@@ -127,6 +127,7 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
       minisparse run --game breakout --structure random --weights fixed --frames 200000
     """
     from minisparse import dqn
+    from minisparse.structure import typed_options
 
     if resume is not None:
         given = [name for name in ctx.params
@@ -138,7 +139,8 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
         fields["adam_betas"] = tuple(fields["adam_betas"])
         if fields["plugins"] is not None:
             fields["plugins"] = str(Path(fields["plugins"]).resolve())
-        config = Config(**fields, structure_options=parse_structure_options(structure_option)).validate()
+        options = typed_options(fields["structure"], parse_structure_options(structure_option), fields["plugins"])
+        config = Config(**fields, structure_options=options).validate()
         path = dqn.start(config, out)
     click.echo(f"run complete: {path}")
 

@@ -146,23 +146,32 @@ _loaded_folders: dict[Path, list[str]] = {}
 
 def make_structure(name: str, options: dict[str, Any], plugins: str | None = None) -> Structure:
     """Instantiate a registered structure (loading `plugins` first), checking its options by name and type."""
+    cls = _structure_class(name, plugins)
+    try:
+        return cls(**typed_options(name, options, plugins))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"structure {name}: {error}") from None
+
+
+def typed_options(name: str, options: dict[str, Any], plugins: str | None = None) -> dict[str, Any]:
+    """Options converted to the types of the structure's fields, so `-o per_unit=false` on the
+    command line and `per_unit = false` in a study file give the same config (and run folder)."""
+    cls = _structure_class(name, plugins)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in options:
+        if key not in fields:
+            valid = ", ".join(sorted(fields)) or "none"
+            raise ConfigError(f"unknown option {key!r} for structure {name}; valid options: {valid}")
+    return {key: _coerce(name, key, value, getattr(cls, key, None)) for key, value in options.items()}
+
+
+def _structure_class(name: str, plugins: str | None) -> type[Structure]:
     if plugins is not None:
         load_plugins(plugins)
     known = available()
     if name not in known:
         raise ConfigError(f"unknown structure {name!r}; valid choices: {', '.join(known)}")
-    cls = known[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    parsed = {}
-    for key, value in options.items():
-        if key not in fields:
-            valid = ", ".join(fields) or "none"
-            raise ConfigError(f"unknown option {key!r} for structure {name}; valid options: {valid}")
-        parsed[key] = _coerce(name, key, value, getattr(cls, key, None))
-    try:
-        return cls(**parsed)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"structure {name}: {error}") from None
+    return known[name]
 
 
 def structure_options(name: str) -> dict[str, Any]:
@@ -172,6 +181,8 @@ def structure_options(name: str) -> dict[str, Any]:
 
 
 def _coerce(structure: str, key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     if not isinstance(value, str) or isinstance(default, str) or default is None:
         return value
     try:

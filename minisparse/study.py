@@ -33,7 +33,7 @@ from typing import Any
 
 from minisparse.config import Config, ConfigError
 from minisparse.rundir import run_name
-from minisparse.structure import available, load_plugins, make_structure
+from minisparse.structure import available, load_plugins, make_structure, typed_options
 
 # Top-level keys that are axes of the grid, and the Config field each one sets.
 AXES = {"games": "game", "structures": "structure", "weights": "weights", "sparsity": "sparsity",
@@ -189,7 +189,8 @@ class _Parser:
             clash = sorted(set(overrides) & taken)
             if clash:
                 self.fail(f"{origin}.overrides.{clash[0]}", "also set for every structure; give it in one place")
-            settings = {"options": dict(options), "overrides": overrides, "origin": origin}
+            settings = {"options": typed_options(name, options, self.plugin_folder), "overrides": overrides,
+                        "origin": origin}
             if "sparsity" in table:
                 settings["sparsity"] = self.axis(f"{origin}.sparsity", "sparsity", table["sparsity"])
             resolved[name] = settings

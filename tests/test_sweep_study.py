@@ -137,3 +137,20 @@ def test_mistakes_name_the_file_and_the_key(case, tmp_path):
 def test_missing_study_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_study(tmp_path / "nothing.toml")
+
+
+def test_cli_and_study_options_give_the_same_run_folder(tmp_path):
+    """`-o per_unit=false` and `per_unit = false` in a study are the same config."""
+    import click.testing
+    from minisparse.config import Config
+    from minisparse.rundir import run_name
+    from minisparse.structure import typed_options
+    from minisparse.study import load_study
+
+    study = tmp_path / "s.toml"
+    study.write_text('games = ["breakout"]\nweights = ["fixed"]\nseeds = 1\n'
+                     '[structures.random]\noptions = { per_unit = false }\n')
+    (config,) = load_study(study).configs
+    from_cli = Config(structure="random", weights="fixed", structure_options=typed_options("random", {"per_unit": "false"}))
+    assert config.structure_options == {"per_unit": False}
+    assert run_name(config) == run_name(from_cli)
