@@ -127,7 +127,6 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
       minisparse run --game breakout --structure random --weights fixed --frames 200000
     """
     from minisparse import dqn
-    from minisparse.structure import typed_options
 
     if resume is not None:
         given = [name for name in ctx.params
@@ -136,12 +135,7 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
             raise ConfigError(f"--resume takes no other options (the run's config.json decides); got --{given[0]}")
         path = dqn.resume(resume)
     else:
-        fields["adam_betas"] = tuple(fields["adam_betas"])
-        if fields["plugins"] is not None:
-            fields["plugins"] = str(Path(fields["plugins"]).resolve())
-        options = typed_options(fields["structure"], parse_structure_options(structure_option), fields["plugins"])
-        config = Config(**fields, structure_options=options).validate()
-        path = dqn.start(config, out)
+        path = dqn.start(config_from_options(fields, structure_option), out)
     click.echo(f"run complete: {path}")
 
 
@@ -149,10 +143,19 @@ def budget_options(command: Callable) -> Callable:
     return config_options(command, BUDGET_FIELDS)
 
 
-def budget_config(fields: dict[str, Any]) -> Config:
+def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = ()) -> Config:
+    """The Config that command-line options describe: plug-in folder made absolute (it is stored
+    in the run's config), structure options typed as the structure declares them."""
+    from minisparse.structure import typed_options
+
+    fields = dict(fields)
+    if "adam_betas" in fields:
+        fields["adam_betas"] = tuple(fields["adam_betas"])
     if fields.get("plugins") is not None:
         fields["plugins"] = str(Path(fields["plugins"]).resolve())
-    return Config(**fields).validate()
+    structure = fields.get("structure", Config.structure)
+    options = typed_options(structure, parse_structure_options(option_pairs), fields.get("plugins"))
+    return Config(**fields, structure_options=options).validate()
 
 
 @cli.group(invoke_without_command=True)
@@ -165,7 +168,7 @@ def structures(ctx: click.Context, **fields: Any) -> None:
         return
     from minisparse.catalog import capacity_table
 
-    config = budget_config(fields)
+    config = config_from_options(fields)
     table = capacity_table(config)
     layers = "structured + hidden layers" if config.sparse_hidden else "structured layer"
     click.echo(f"{config.game} ({config.channels} channels), {layers}, connections at the end of training\n")
@@ -193,7 +196,7 @@ def show(target: str, out: Path, **fields: Any) -> None:
         raise ConfigError(f"picture file {str(out)!r} must end in .png or .pdf")
     from minisparse.catalog import connectivity
 
-    config = budget_config({**fields, "structure": target})
+    config = config_from_options({**fields, "structure": target})
     mask = connectivity(config)["structured"]
     title = (f"{target} on {config.game}: {int(mask.sum()):,} connections "
              f"({mask.mean():.1%} dense), {mask.sum(1).min()}-{mask.sum(1).max()} inputs per unit")
