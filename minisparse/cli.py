@@ -10,6 +10,7 @@ from typing import Any, Callable
 import click
 
 from minisparse.analysis.command import compare
+from minisparse.bench_command import bench
 from minisparse.sweep import sweep
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
                                ConfigError)
@@ -206,6 +207,7 @@ def show(target: str, out: Path, **fields: Any) -> None:
 
 cli.add_command(compare)
 cli.add_command(sweep)
+cli.add_command(bench)
 
 
 def main() -> None:

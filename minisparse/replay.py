@@ -5,11 +5,16 @@ Observations live in a ring one slot longer than the transition ring: transition
 its state from slot k and its next state from slot k+1, so a next state is never stored
 twice (the following transition's state overwrites it with the same bits, or, after a
 terminal, with the new episode's first state, which the done flag masks anyway).
+Training batches are unpacked straight to float32 through a byte -> 8 floats lookup table.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+
+# Row b holds the bits of byte b as float32, most significant first (the order of np.packbits).
+_BIT_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
 
 
 class Replay:
@@ -51,6 +56,20 @@ class Replay:
         slot = self.observation_slot[index]
         return (self._unpack(slot), self.actions[index], self.rewards[index],
                 self._unpack((slot + 1) % (self.capacity + 1)), self.dones[index])
+
+    def sample_tensors(self, batch_size: int, rng: np.random.Generator, device: torch.device
+                       ) -> tuple[torch.Tensor, ...]:
+        """The batch `sample` draws from the same rng, as tensors on `device` ready for the network.
+
+        Returns (states, actions, rewards, dones): states is (2 * batch, C*100) float32 holding the
+        observations followed by the next observations, flat in the network's input order.
+        """
+        index = rng.integers(len(self), size=batch_size)
+        slot = self.observation_slot[index]
+        packed = self.observations[np.concatenate((slot, (slot + 1) % (self.capacity + 1)))]
+        states = _BIT_TABLE.take(packed, axis=0).reshape(2 * batch_size, -1)[:, :self._bits]
+        columns = (states, self.actions[index], self.rewards[index], self.dones[index])
+        return tuple(torch.from_numpy(c).to(device, non_blocking=True) for c in columns)
 
     def all_observations(self) -> np.ndarray:
         """Every stored state, unpacked: (len, *observation_shape) uint8."""

@@ -25,6 +25,7 @@ class SparsityEngine:
         self.changed = {name: 0 for name in specs}
         self.optimizer: torch.optim.Optimizer | None = None
         self._signals: dict[str, Signals] = {}
+        self._float_masks: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
         if specs["structured"].fixed:
             for name, parameter in network.structured.named_parameters():
                 if name != "score":
@@ -51,14 +52,18 @@ class SparsityEngine:
                 layer.reset_parameters(self.generator)
                 self.topology_changes += 1
 
+    def wants_dense_gradient(self, name: str) -> bool:
+        """Whether this update's step reads the layer's dense gradient (to decide where to grow)."""
+        structure = self.structures[name]
+        return structure.learns_connectivity and structure.is_update_step(self.step, self.specs[name])
+
     def before_step(self) -> None:
         """Record what connectivity updates need, then keep absent connections' gradients at zero."""
         for name, layer in self.layers().items():
-            structure = self.structures[name]
-            if structure.learns_connectivity and structure.is_update_step(self.step, self.specs[name]):
+            if self.wants_dense_gradient(name):
                 self._signals[name] = _signals(layer)
             if layer.weight.grad is not None:
-                layer.weight.grad.mul_(layer.mask)
+                layer.weight.grad.mul_(self._float_mask(layer))
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -70,13 +75,23 @@ class SparsityEngine:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,
                                 strength * self.optimizer.param_groups[0]["lr"])
             if layer.weight.requires_grad:
-                layer.weight.mul_(layer.mask)
+                layer.weight.mul_(self._float_mask(layer))
             signals = self._signals.pop(name, None)
             if signals is not None:
                 new_mask = self.structures[name].update_mask(layer.mask.cpu(), signals, self.step,
                                                              self.specs[name], self.generator)
                 self._set_mask(name, layer, new_mask.to(layer.mask.device))
         self.step += 1
+
+    def _float_mask(self, layer: MaskedLinear) -> torch.Tensor:
+        """The mask as 0/1 floats, cached until the mask changes: multiplying by it is several
+        times faster than by the boolean mask, and it happens twice per update."""
+        key = (layer.mask._version, layer.mask.data_ptr())
+        cached = self._float_masks.get(id(layer))
+        if cached is None or cached[0] != key:
+            cached = (key, layer.mask.to(layer.weight.dtype))
+            self._float_masks[id(layer)] = cached
+        return cached[1]
 
     def _set_mask(self, name: str, layer: MaskedLinear, new_mask: torch.Tensor) -> None:
         changed = layer.mask ^ new_mask

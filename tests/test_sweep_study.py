@@ -141,7 +141,6 @@ def test_missing_study_file(tmp_path):
 
 def test_cli_and_study_options_give_the_same_run_folder(tmp_path):
     """`-o per_unit=false` and `per_unit = false` in a study are the same config."""
-    import click.testing
     from minisparse.config import Config
     from minisparse.rundir import run_name
     from minisparse.structure import typed_options

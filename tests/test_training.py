@@ -1,6 +1,5 @@
 """Real runs: the run directory, reproducibility, and resume after real kills."""
 import json
-import os
 import random
 import signal
 import subprocess

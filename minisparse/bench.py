@@ -1,0 +1,282 @@
+"""`minisparse bench`: training speed of the real loop, side by side with a plain PyTorch DQN.
+
+Every configuration runs the same workload in this one process, one after another: a fresh
+agent, `--prefill` frames of uniform-random play into its replay, then `--frames` frames of
+the real act + store + update loop (one update per frame, epsilon at its final 0.1, the regime
+of almost all of a 5M-frame run). Rounds repeat the timed block of every configuration in turn
+and keep each one's best, so a burst of load on a shared machine hurts no row more than another.
+
+frames/s is measured in CPU time of this process (the rate on a dedicated core; one torch
+thread) and in wall time. Peak memory is the peak resident set (VmHWM) while the
+configuration is built, prefilled and first timed, minus the resident set before it, with the
+kernel's peak counter reset in between (/proc/self/clear_refs): memory the configuration
+itself made resident, torch's allocations and the replay's touched pages included.
+"""
+from __future__ import annotations
+
+import gc
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from minisparse.config import Config
+
+BASELINE_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "baseline_dqn.py"
+FINAL_EPSILON = 0.1
+
+
+@dataclass
+class Row:
+    name: str
+    structure: str
+    weights: str
+    sparsity: float | None
+    backend: str
+    frames_per_s: float = 0.0          # CPU time, best round
+    wall_frames_per_s: float = 0.0     # wall time, best round
+    update_ms: float = 0.0             # CPU ms per frame of the timed loop
+    ratio: float | None = None         # frames_per_s / the baseline row's
+    peak_rss_mb: float | None = None
+    replay_mb: float | None = None     # the replay's arrays at full capacity
+    rounds: list[float] = field(default_factory=list)
+
+
+class Workload:
+    """One configuration: `frames(n)` plays n frames of its training loop."""
+
+    def __init__(self, frames: Callable[[int], None], replay_mb: float | None):
+        self.frames, self.replay_mb = frames, replay_mb
+
+
+def minisparse_workload(config: Config, prefill: int) -> Workload:
+    """An Agent past its replay start with epsilon at its final value; frames run the loop of `_train`."""
+    from minisparse.dqn import Agent
+
+    agent = Agent(config)
+    observation = agent.game.observation()
+
+    def frames(n: int) -> None:
+        nonlocal observation
+        c = agent.counters
+        for _ in range(n):
+            action = agent.act(observation)
+            reward, done = agent.game.act(action)
+            next_observation = agent.game.observation()
+            agent.replay.add(observation, action, reward, next_observation, done)
+            c.frame += 1
+            if c.frame > config.replay_start:
+                if c.updates == 0:
+                    agent.begin_learning()
+                agent.update()
+            if done:
+                agent.game.reset()
+                observation = agent.game.observation()
+            else:
+                observation = next_observation
+
+    frames(prefill)
+    return Workload(frames, agent.replay.nbytes / 2**20)
+
+
+def baseline_workload(game: str, seed: int, prefill: int) -> Workload:
+    """The plain DQN of benchmarks/baseline_dqn.py (needs a source checkout)."""
+    spec = importlib.util.spec_from_file_location("minisparse_baseline_dqn", BASELINE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    agent = module.BaselineDQN(game, seed)
+    for _ in range(prefill):
+        agent.frame(1.0, learn=False)
+    return Workload(lambda n: [agent.frame(FINAL_EPSILON, learn=True) for _ in range(n)], None)
+
+
+def configurations(game: str, structures: list[str], weights: list[str], sparsities: list[float | None],
+                   backends: list[str], seed: int, prefill: int) -> Iterator[tuple[Row, Config]]:
+    """The grid; structures without masked layers (conv) run once per weight mode, not per backend."""
+    for structure in structures:
+        for weight in weights:
+            for sparsity in (sparsities if structure not in ("conv", "dense") else [None]):
+                for backend in (backends if structure != "conv" else ["dense"]):
+                    config = Config(game=game, structure=structure, weights=weight, sparsity=sparsity,
+                                    backend=backend, seed=seed, replay_start=prefill, epsilon_frames=0,
+                                    epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
+                    name = f"{structure} {weight}" + (f" s={sparsity:g}" if sparsity is not None else "")
+                    name += f" {backend}" if structure != "conv" else ""
+                    yield Row(name, structure, weight, sparsity, backend), config
+
+
+def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",),
+                  weights: tuple[str, ...] = ("learned", "fixed"), sparsities: tuple[float | None, ...] = (None,),
+                  backends: tuple[str, ...] = ("dense",), prefill: int = 5_000, frames: int = 1_000,
+                  warmup: int = 200, rounds: int = 3, seed: int = 0, baseline: bool = True,
+                  echo: Callable[[str], None] = print) -> list[Row]:
+    """Build every configuration (measuring its memory), then time `rounds` rounds of `frames` frames each."""
+    torch.set_num_threads(1)
+    grid: list[tuple[Row, Callable[[], Workload]]] = []
+    if baseline:
+        grid.append((Row("baseline (plain PyTorch)", "conv", "learned", None, "-"),
+                     lambda: baseline_workload(game, seed, prefill)))
+    for row, config in configurations(game, list(structures), list(weights), list(sparsities), list(backends),
+                                      seed, prefill):
+        grid.append((row, lambda config=config: minisparse_workload(config, prefill)))
+    _warm_up(grid, min(prefill, 300))
+    workloads: list[Workload] = []
+    for row, build in grid:
+        echo(f"preparing {row.name}")
+        with _peak_resident() as peak:
+            workload = build()
+            workload.frames(warmup)
+            _time(workload, frames)
+        row.peak_rss_mb, row.replay_mb = peak(), workload.replay_mb
+        workloads.append(workload)
+    for round_ in range(rounds):
+        for (row, _), workload in zip(grid, workloads):
+            cpu, wall = _time(workload, frames)
+            row.rounds.append(frames / cpu)
+            row.frames_per_s = max(row.frames_per_s, frames / cpu)
+            row.wall_frames_per_s = max(row.wall_frames_per_s, frames / wall)
+        echo(f"round {round_ + 1}/{rounds} done")
+    reference = grid[0][0].frames_per_s
+    for row, _ in grid:
+        row.update_ms = 1e3 / row.frames_per_s
+        row.ratio = row.frames_per_s / reference
+    return [row for row, _ in grid]
+
+
+def _warm_up(grid: list[tuple[Row, Callable[[], Workload]]], prefill: int) -> None:
+    """Run each kind of workload briefly first, so torch's one-time initialisation (kernels,
+    allocator pools, MKL buffers) is not counted in the first configuration's memory."""
+    seen = set()
+    for row, _ in grid:
+        if row.backend in seen:
+            continue
+        seen.add(row.backend)
+        if row.backend == "-":
+            workload = baseline_workload("breakout", 0, prefill)
+        else:
+            config = Config(structure=row.structure, weights=row.weights, sparsity=row.sparsity, backend=row.backend,
+                            replay_start=prefill, replay_capacity=prefill + 100, device="cpu", threads=1)
+            workload = minisparse_workload(config, prefill)
+        workload.frames(50)
+
+
+def _time(workload: Workload, frames: int) -> tuple[float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    workload.frames(frames)
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+class _peak_resident:
+    """Context manager giving the peak resident MB reached inside it above the resident MB before it."""
+
+    def __enter__(self) -> Callable[[], float | None]:
+        gc.collect()
+        self.supported = _reset_peak()
+        self.before = _status("VmRSS")
+        return lambda: (_status("VmHWM") - self.before) / 1024 if self.supported else None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int = 1024, batch: int = 32,
+                    repeats: int = 200, rounds: int = 3) -> list[dict[str, Any]]:
+    """The structured layer's own update, masked dense vs sparse backend, across densities.
+
+    One update of the layer as the DQN step runs it: forward of a batch with gradient, forward
+    of the next batch for the target (no gradient), backward, the engine's mask hooks and a
+    centered RMSprop step. Input is random binary frames at MinAtar's density (~10%), a fresh
+    batch each update (a repeated batch makes centered RMSprop's variance 0 - 0 and its sqrt
+    slow NaN arithmetic).
+    """
+    from minisparse.dqn import RMSprop
+    from minisparse.layers import MaskedLinear
+
+    torch.set_num_threads(1)
+    inputs = channels * 100
+    generator = torch.Generator().manual_seed(0)
+    pool = (torch.rand(64, 2 * batch, inputs, generator=generator) < 0.1).float()
+    results = []
+    for density in densities:
+        mask = torch.rand(units, inputs, generator=generator) < density
+        timings = {}
+        for backend in ("dense", "sparse"):
+            layer = MaskedLinear(mask)
+            layer.reset_parameters(torch.Generator().manual_seed(1))
+            layer.backend = backend
+            target = MaskedLinear(mask).requires_grad_(False)
+            target.load_state_dict(layer.state_dict())
+            target.backend = backend
+            optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
+            if backend == "sparse":
+                optimizer.connections[layer.weight] = layer.connection_index
+
+            batches = iter(range(10**9))
+
+            def update() -> None:
+                x = pool[next(batches) % len(pool)]
+                with torch.no_grad():
+                    target(x[batch:])
+                loss = layer(x[:batch]).square().mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                layer.weight.grad.mul_(layer.mask)
+                optimizer.step()
+                with torch.no_grad():
+                    layer.weight.mul_(layer.mask)
+
+            for _ in range(20):
+                update()
+            best = float("inf")
+            for _ in range(rounds):
+                start = time.process_time()
+                for _ in range(repeats):
+                    update()
+                best = min(best, (time.process_time() - start) / repeats)
+            timings[backend] = best * 1e6
+        results.append({"density": density, "dense_us": timings["dense"], "sparse_us": timings["sparse"],
+                        "speedup": timings["dense"] / timings["sparse"]})
+    return results
+
+
+def crossover(results: list[dict[str, Any]]) -> float | None:
+    """The lowest measured density at which the masked dense update is at least as fast as sparse."""
+    slower = [r["density"] for r in results if r["speedup"] <= 1.0]
+    return min(slower) if slower else None
+
+
+def format_table(rows: list[Row]) -> str:
+    header = (f"{'configuration':<34} {'frames/s':>9} {'wall f/s':>9} {'x base':>7} {'ms/frame':>9} "
+              f"{'peak MB':>8} {'replay MB':>9}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        peak = f"{r.peak_rss_mb:.1f}" if r.peak_rss_mb is not None else "-"
+        replay = f"{r.replay_mb:.1f}" if r.replay_mb is not None else "-"
+        lines.append(f"{r.name:<34} {r.frames_per_s:>9.0f} {r.wall_frames_per_s:>9.0f} {r.ratio:>7.2f} "
+                     f"{r.update_ms:>9.3f} {peak:>8} {replay:>9}")
+    return "\n".join(lines)
+
+
+def format_layer_table(results: list[dict[str, Any]]) -> str:
+    lines = [f"{'density':>8} {'dense us':>9} {'sparse us':>10} {'speedup':>8}"]
+    for r in results:
+        lines.append(f"{r['density']:>8.3f} {r['dense_us']:>9.0f} {r['sparse_us']:>10.0f} {r['speedup']:>8.2f}")
+    return "\n".join(lines)

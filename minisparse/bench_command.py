@@ -1,0 +1,100 @@
+"""`minisparse bench`: the command line of the benchmark harness in minisparse.bench.
+
+Kept apart so that `minisparse --help` does not import torch.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from minisparse.config import BACKENDS, GAMES, WEIGHT_MODES, ConfigError
+
+
+def _floats(text: str) -> tuple[float | None, ...]:
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if item in ("", "default", "none"):
+            values.append(None)
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ConfigError(f"sparsity {item!r} is not a number (or 'default')") from None
+    return tuple(values)
+
+
+def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        if valid is not None and name not in valid:
+            raise ConfigError(f"unknown {what} {name!r}; valid choices: {', '.join(valid)}")
+    return names
+
+
+@click.command()
+@click.option("--game", default="breakout", show_default=True, metavar="|".join(GAMES), help="MinAtar game.")
+@click.option("--structures", default="conv", show_default=True, help="Comma-separated structures.")
+@click.option("--weights", default="learned,fixed", show_default=True, help="Comma-separated weight modes.")
+@click.option("--sparsities", default="default", show_default=True,
+              help="Comma-separated sparsities of masked structures ('default' = the conv's budget).")
+@click.option("--backends", default="dense", show_default=True, help="Comma-separated backends: dense, sparse, auto.")
+@click.option("--prefill", default=5_000, show_default=True, type=click.IntRange(min=32),
+              help="Random frames stored before timing (the replay start).")
+@click.option("--frames", default=1_000, show_default=True, type=click.IntRange(min=1),
+              help="Frames of the training loop per timed round.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Timed rounds per configuration; the best counts.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Include the plain PyTorch DQN (benchmarks/baseline_dqn.py) as the reference row.")
+@click.option("--layers", "layer_densities", default=None, metavar="D1,D2,...",
+              help="Also time the structured layer's update alone, dense vs sparse, at these densities.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the results as JSON here.")
+def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, prefill: int, frames: int,
+          rounds: int, seed: int, baseline: bool, layer_densities: str | None, json_path: Path | None) -> None:
+    """Measure training frames/s of structures x weight modes x sparsities x backends on one CPU thread.
+
+    \b
+    Example:
+      minisparse bench --structures conv,random --sparsities default,0.95 --backends dense,sparse
+    """
+    import numpy as np
+    import torch
+
+    from minisparse.bench import (BASELINE_FILE, crossover, format_layer_table, format_table, layer_benchmark,
+                                  run_benchmark)
+    from minisparse.structure import available
+
+    if game not in GAMES:
+        raise ConfigError(f"unknown game {game!r}; valid choices: {', '.join(GAMES)}")
+    chosen = _names(structures, tuple(available()), "structure")
+    modes = _names(weights, WEIGHT_MODES, "weight mode")
+    chosen_backends = _names(backends, BACKENDS, "backend")
+    densities = _floats(layer_densities) if layer_densities else ()
+    if baseline and not BASELINE_FILE.exists():
+        raise ConfigError(f"the baseline needs a source checkout ({BASELINE_FILE} is missing); use --no-baseline")
+    rows = run_benchmark(game, chosen, modes, _floats(sparsities), chosen_backends, prefill, frames,
+                         rounds=rounds, seed=seed, baseline=baseline, echo=lambda m: click.echo(m, err=True))
+    click.echo(f"\n{game}, batch 32, prefill {prefill}, {frames} frames x {rounds} rounds, 1 thread, "
+               f"frames/s in CPU time (best round); x base = ratio to the first row\n")
+    click.echo(format_table(rows))
+    result: dict[str, Any] = {"game": game, "prefill": prefill, "frames": frames, "rounds": rounds,
+                              "torch": torch.__version__, "numpy": np.__version__,
+                              "rows": [asdict(r) for r in rows]}
+    if densities:
+        layers = layer_benchmark(tuple(d for d in densities if d is not None))
+        click.echo("\nstructured layer update alone (1024 units, batch 32, CPU us), masked dense vs sparse\n")
+        click.echo(format_layer_table(layers))
+        click.echo(f"measured crossover density: {crossover(layers)}")
+        result["layers"] = layers
+        result["crossover_density"] = crossover(layers)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2))
+        click.echo(f"\nwrote {json_path}")
