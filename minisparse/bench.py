@@ -207,7 +207,7 @@ def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int 
     batch each update (a repeated batch makes centered RMSprop's variance 0 - 0 and its sqrt
     slow NaN arithmetic).
     """
-    from minisparse.dqn import RMSprop
+    from minisparse.optim import RMSprop
     from minisparse.layers import MaskedLinear
 
     torch.set_num_threads(1)

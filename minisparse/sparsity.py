@@ -40,7 +40,13 @@ class SparsityEngine:
         return [p for p in self.network.parameters() if p.requires_grad]
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Zero the state of changed connections in `optimizer`; an optimizer that can step
+        only present connections (optim.RMSprop) learns them for sparse-backend layers."""
         self.optimizer = optimizer
+        for layer in self.layers().values():
+            if hasattr(optimizer, "connections") and layer.backend == "sparse" and layer.weight.requires_grad \
+                    and layer.score is None:
+                optimizer.connections[layer.weight] = layer.connection_index
 
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""

@@ -7,6 +7,7 @@ from minisparse import dqn
 from minisparse.config import Config
 from minisparse.masks import cubic_schedule
 from minisparse.network import build_network, layer_specs
+from minisparse.optim import make_optimizer
 from minisparse.sparsity import SparsityEngine
 from minisparse.structure import LayerSpec, Signals, make_structure
 from structures.predictive import predictor_coefficients
@@ -19,7 +20,7 @@ def engine_for(structure, weights="learned", optimizer="adam", mask_optimizer_st
     s = make_structure(structure, config.structure_options)
     net = build_network(config, s, torch.Generator().manual_seed(0))
     engine = SparsityEngine(net, s, layer_specs(config), seed=0, mask_optimizer_state=mask_optimizer_state)
-    opt = dqn.make_optimizer(config, engine.trainable_parameters())
+    opt = make_optimizer(config, engine.trainable_parameters())
     engine.attach(opt)
     return net, engine, opt
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from minisparse.config import Config
-from minisparse.dqn import Agent, make_optimizer
+from minisparse.dqn import Agent
+from minisparse.optim import make_optimizer
 from minisparse.layers import MaskedLinear
 from minisparse.network import build_network, layer_specs
 from minisparse.sparsity import SparsityEngine

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from minisparse.config import Config
-from minisparse.dqn import Agent, RMSprop
+from minisparse.dqn import Agent
+from minisparse.optim import RMSprop
 from minisparse.layers import MaskedLinear, SharedConv
 
 
