@@ -140,9 +140,8 @@ def interaction(ranks: pd.DataFrame, palette: dict, warning: str | None) -> Figu
         ax.set_title(f"{game}: ranking changes for {changed} of {len(panel)} structures", fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="structure\n(solid: rank changed)", loc="outside right upper")
-    _title(fig, "Fixed vs learned weights: final performance of each structure, labels give its rank",
-           warning)
+    fig.legend(handles, labels, title="structure\n(solid: rank changed)", loc="outside right center")
+    _title(fig, "Fixed vs learned weights: each structure's final IQM and rank", warning)
     return fig
 
 
