@@ -32,7 +32,7 @@ class Progress:
             rate = self.rate(frame)
             eta = (self.total - frame) / rate if rate > 0 else float("inf")
             print(f"{self.label} frame {frame}/{self.total} ({100 * frame / self.total:.0f}%) "
-                  f"{rate:.0f} frames/s ETA {_duration(eta)} return(last {len(self.returns)}) "
+                  f"{rate:.0f} frames/s ETA {duration(eta)} return(last {len(self.returns)}) "
                   f"{self.recent_return():.2f} eps {epsilon:.2f}", file=self.stream, flush=True)
         self.frame = frame
 
@@ -48,7 +48,8 @@ class Progress:
             self._bar.close()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """H:MM:SS, or ? when unknown."""
     if seconds == float("inf"):
         return "?"
     seconds = int(seconds)

@@ -27,7 +27,8 @@ import click
 from minisparse import runner
 from minisparse.config import Config, ConfigError
 from minisparse.pools import Finished, LocalPool, RayPool, require_ray
-from minisparse.sweep_progress import SweepProgress, duration, frames_done
+from minisparse.progress import duration
+from minisparse.sweep_progress import SweepProgress, frames_done
 
 
 @dataclass

@@ -14,6 +14,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from minisparse.progress import duration
+
 
 def frames_done(path: Path) -> int:
     """Frames a run has trained so far (0 if it has not written a table yet)."""
@@ -82,10 +84,3 @@ class SweepProgress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-def duration(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
