@@ -53,7 +53,7 @@ class MaskedLinear(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
-        fan_in = self.mask.sum(1, keepdim=True).clamp(min=1).float()
+        fan_in = self.mask.sum(1, keepdim=True).clamp(min=1).float().cpu()  # draws are on the CPU
         bound = 1.0 / fan_in.sqrt()
         with torch.no_grad():
             self.weight.copy_((torch.rand(self.weight.shape, generator=generator) * 2 - 1) * bound)
