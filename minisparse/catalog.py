@@ -5,11 +5,13 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
 from minisparse.env import NUM_ACTIONS
-from minisparse.network import layer_specs
+from minisparse.layers import MaskedLinear
+from minisparse.network import build_network, layer_specs
 from minisparse.structure import available, load_plugins
 
 COLUMNS = ["structure", "units", "connections", "parameters", "density", "flops", "connectivity"]
@@ -25,10 +27,11 @@ def capacity_table(config: Config) -> pd.DataFrame:
         load_plugins(config.plugins)
     rows = []
     for name, cls in available().items():
-        agent = Agent(dataclasses.replace(config, structure=name, structure_options={}))
-        capacity, specs = agent.q.capacity(), layer_specs(agent.config)
+        variant = dataclasses.replace(config, structure=name, structure_options={})
+        network = build_network(variant, cls(), torch.Generator().manual_seed(config.seed))
+        capacity, specs = network.capacity(), layer_specs(variant)
         start = sum(capacity[layer]["connections"] for layer in specs)
-        learned = {layer for layer in agent.engine.layers() if cls.learns_connectivity}
+        learned = {l for l in specs if cls.learns_connectivity and isinstance(getattr(network, l), MaskedLinear)}
         connections = sum(specs[l].connections if l in learned else capacity[l]["connections"] for l in specs)
         shared = sum(capacity[l]["parameters"] - capacity[l]["connections"] for l in specs)
         rows.append({"structure": name, "units": sum(capacity[l]["units"] for l in specs),
