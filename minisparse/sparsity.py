@@ -26,6 +26,8 @@ class SparsityEngine:
         self.optimizer: torch.optim.Optimizer | None = None
         self._signals: dict[str, Signals] = {}
         self._float_masks: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
+        found = {name: getattr(network, name) for name in specs}
+        self._layers = {name: layer for name, layer in found.items() if isinstance(layer, MaskedLinear)}
         if specs["structured"].fixed:
             for name, parameter in network.structured.named_parameters():
                 if name != "score":
@@ -33,8 +35,7 @@ class SparsityEngine:
 
     def layers(self) -> dict[str, MaskedLinear]:
         """The masked layers this engine manages (a shared conv has no mask to manage)."""
-        found = {name: getattr(self.network, name) for name in self.specs}
-        return {name: layer for name, layer in found.items() if isinstance(layer, MaskedLinear)}
+        return self._layers
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
