@@ -17,18 +17,18 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from minisparse import rundir
 from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS, Game
 from minisparse.layers import use_backend
-from minisparse.network import QNetwork, build_network, layer_specs
+from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
 from minisparse.progress import Progress
 from minisparse.replay import Replay
 from minisparse.sparsity import SparsityEngine
 from minisparse.structure import make_structure
+from minisparse.td import make_td
 
 
 class Interrupted(Exception):
@@ -74,22 +74,6 @@ def epsilon(config: Config, frame: int) -> float:
     return config.epsilon_start + (config.epsilon_end - config.epsilon_start) * progress
 
 
-def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamma: float
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Huber loss of Q(s, a) against r + gamma * max_a' Q_target(s', a'); also mean Q(s, a).
-
-    `batch` is (states, actions, rewards, dones) with the observations and then the next
-    observations stacked in `states` (Replay.sample_tensors).
-    """
-    states, actions, rewards, dones = batch
-    observations, next_observations = states.chunk(2)
-    with torch.no_grad():
-        next_q = target(next_observations).max(1).values
-        td_target = rewards + gamma * (1.0 - dones) * next_q
-    q_taken = q(observations).gather(1, actions.unsqueeze(1)).squeeze(1)
-    return F.smooth_l1_loss(q_taken, td_target), q_taken.detach().mean()
-
-
 class Agent:
     """Networks, optimizer, replay, game and random streams of one run, built from its config."""
 
@@ -107,6 +91,8 @@ class Agent:
         self.engine.attach(self.optimizer)
         self.sparse_layers = {name: layer for name, layer in self.engine.layers().items()
                               if layer.backend == "sparse" and layer.score is None}
+        self.trainable = self.engine.trainable_parameters()
+        self.td = make_td(self.q, self.target, config.gamma, self.engine.frozen("structured"))
         self.game = Game(config.game, config.seed, config.sticky_action_prob, config.difficulty_ramping)
         self.replay = Replay(config.replay_capacity, (self.game.channels, 10, 10))
         self.rng = np.random.default_rng(config.seed)
@@ -125,16 +111,16 @@ class Agent:
         batch = self.replay.sample_tensors(self.config.batch_size, self.rng, self.device)
         for name, layer in self.sparse_layers.items():
             layer.dense_gradient = self.engine.wants_dense_gradient(name)
-        loss, mean_q = td_loss(self.q, self.target, batch, self.config.gamma)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for parameter in self.trainable:
+            parameter.grad = None
+        loss, mean_q = self.td(batch)
         self.engine.before_step()
         self.optimizer.step()
         self.engine.after_step()
         self.counters.updates += 1
         if self.counters.updates % self.config.target_period == 0:
             self.target.load_state_dict(self.q.state_dict())
-        self._statistics += torch.stack((loss.detach(), mean_q))
+        self._statistics += torch.stack((loss, mean_q))
 
     def fold_statistics(self) -> None:
         """Move the device-side sums of loss and mean Q into the counters."""

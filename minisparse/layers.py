@@ -123,11 +123,14 @@ class SharedConv(nn.Module):
                 p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, self.in_features)
         batch, filters = x.shape[0], self.conv.out_channels
-        unfolded = x.t().contiguous().index_select(0, self.patches).view(self.conv.weight[0].numel(), -1)
-        out = torch.mm(self.conv.weight.view(filters, -1), unfolded).view(filters, -1, batch)
+        out = torch.mm(self.conv.weight.view(filters, -1), self.unfold(x)).view(filters, -1, batch)
         return out.add_(self.conv.bias.view(filters, 1, 1)).view(self.out_features, batch).t()
+
+    def unfold(self, x: torch.Tensor) -> torch.Tensor:
+        """(C*9, positions * batch): column (position, sample) holds that sample's kernel window there."""
+        x = x.reshape(-1, self.in_features)
+        return x.t().contiguous().index_select(0, self.patches).view(self.conv.weight[0].numel(), -1)
 
     def connectivity(self) -> torch.Tensor:
         return receptive_field_mask(self.channels, self.conv.out_channels, self.kernel, self.size)

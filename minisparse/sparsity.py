@@ -37,6 +37,10 @@ class SparsityEngine:
         """The masked layers this engine manages (a shared conv has no mask to manage)."""
         return self._layers
 
+    def frozen(self, name: str) -> bool:
+        """Whether the layer never changes while learning: fixed weights and connectivity that is not learned."""
+        return self.specs[name].fixed and not self.structures[name].learns_connectivity
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
 

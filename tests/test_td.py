@@ -1,0 +1,66 @@
+"""The hand-derived TD update gives autograd's loss and gradients, and only where it applies."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from minisparse.config import Config
+from minisparse.dqn import Agent
+from minisparse.td import FastTD, supports, td_loss
+
+
+def random_batch(agent: Agent, seed: int) -> tuple[torch.Tensor, ...]:
+    """Binary frames at MinAtar's density, and terminal transitions among them."""
+    generator = torch.Generator().manual_seed(seed)
+    size, inputs = agent.config.batch_size, agent.config.input_size
+    states = (torch.rand(2 * size, inputs, generator=generator) < 0.1).float()
+    actions = torch.randint(0, 6, (size,), generator=generator)
+    rewards = torch.randint(0, 2, (size,), generator=generator).float()
+    dones = (torch.rand(size, generator=generator) < 0.2).float()
+    return states, actions, rewards, dones
+
+
+@pytest.mark.parametrize("structure, weights, activation", [
+    ("conv", "learned", "relu"), ("conv", "fixed", "relu"), ("conv", "learned", "leaky_relu"),
+    ("random", "learned", "relu"), ("random", "fixed", "leaky_relu"), ("dense", "learned", "relu"),
+])
+def test_fast_td_gives_autograds_loss_and_gradients(structure, weights, activation):
+    agent = Agent(Config(structure=structure, weights=weights, activation=activation, leaky_slope=0.05))
+    assert isinstance(agent.td, FastTD)
+    trained = [agent.target.hidden, agent.target.head] + ([] if weights == "fixed" else [agent.target.structured])
+    with torch.no_grad():  # a target that differs from the online network where training changes it
+        for p in (p for layer in trained for p in layer.parameters()):
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(5)))
+    q, target = copy.deepcopy(agent.q), copy.deepcopy(agent.target)
+    for seed in range(3):
+        batch = random_batch(agent, seed)
+        for p in agent.trainable:
+            p.grad = None
+        loss, mean_q = agent.td(batch)
+        q.zero_grad(set_to_none=True)
+        reference_loss, reference_mean_q = td_loss(q, target, batch, agent.config.gamma)
+        reference_loss.backward()
+        assert loss.item() == pytest.approx(reference_loss.item(), rel=1e-5)
+        assert mean_q.item() == pytest.approx(reference_mean_q.item(), rel=1e-5, abs=1e-7)
+        for (name, fast), slow in zip(agent.q.named_parameters(), q.parameters()):
+            if slow.grad is None:
+                assert fast.grad is None, name
+            else:
+                torch.testing.assert_close(fast.grad, slow.grad, rtol=1e-4, atol=1e-7, msg=name)
+    frozen = weights == "fixed"
+    assert all(p.grad is None for p in agent.q.structured.parameters()) == frozen
+
+
+@pytest.mark.parametrize("config", [
+    dict(structure="supermask", weights="fixed"),       # scores: straight-through gates
+    dict(structure="random", backend="sparse"),         # CSR kernels
+    dict(structure="random", sparse_hidden=True),       # a masked hidden layer
+])
+def test_networks_the_fast_update_does_not_cover_take_autograd(config):
+    agent = Agent(Config(**config))
+    assert not supports(agent.q) and not isinstance(agent.td, FastTD)
+    before = [p.detach().clone() for p in agent.trainable]
+    loss, _ = agent.td(random_batch(agent, 0))
+    assert np.isfinite(loss.item())
+    assert all(p.grad is not None and p.grad.shape == b.shape for p, b in zip(agent.trainable, before))
