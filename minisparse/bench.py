@@ -46,10 +46,10 @@ class Row:
 
 
 class Workload:
-    """One configuration: `frames(n)` plays n frames of its training loop."""
+    """One configuration: `frames(n)` plays n frames of its training loop (of `agent`, if a minisparse one)."""
 
-    def __init__(self, frames: Callable[[int], None], replay_mb: float | None):
-        self.frames, self.replay_mb = frames, replay_mb
+    def __init__(self, frames: Callable[[int], None], replay_mb: float | None, agent: Any = None):
+        self.frames, self.replay_mb, self.agent = frames, replay_mb, agent
 
 
 def minisparse_workload(config: Config, prefill: int) -> Workload:
@@ -79,7 +79,7 @@ def minisparse_workload(config: Config, prefill: int) -> Workload:
                 observation = next_observation
 
     frames(prefill)
-    return Workload(frames, agent.replay.nbytes / 2**20)
+    return Workload(frames, agent.replay.nbytes / 2**20, agent)
 
 
 def baseline_workload(game: str, seed: int, prefill: int) -> Workload:
@@ -226,8 +226,10 @@ def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int 
             target.load_state_dict(layer.state_dict())
             target.backend = backend
             optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
-            if backend == "sparse":
+            dense_mask = mask.float() if backend == "dense" else None
+            if backend == "sparse":  # as SparsityEngine.attach: compact gradients, present connections stepped
                 optimizer.connections[layer.weight] = layer.connection_index
+                layer.compact_gradient = True
 
             batches = iter(range(10**9))
 
@@ -238,10 +240,12 @@ def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int 
                 loss = layer(x[:batch]).square().mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                layer.weight.grad.mul_(layer.mask)
+                if dense_mask is not None:  # as SparsityEngine.before_step / after_step on a masked dense layer
+                    layer.weight.grad.mul_(dense_mask)
                 optimizer.step()
-                with torch.no_grad():
-                    layer.weight.mul_(layer.mask)
+                if dense_mask is not None:
+                    with torch.no_grad():
+                        layer.weight.mul_(dense_mask)
 
             for _ in range(20):
                 update()

@@ -33,7 +33,8 @@ class MaskedLinear(nn.Module):
     With scores (connectivity learned through gates) the effective weight is
     weight * mask, and the straight-through term hands the gate gradient to the scores.
     On the sparse backend (layers without scores) only the present connections are multiplied;
-    `weight.grad` is then zero off the mask unless `dense_gradient` asks for the dense one.
+    `weight.grad` is then zero off the mask unless `dense_gradient` asks for the dense one, or
+    a sparse tensor holding the present connections only when `compact_gradient` asks for that.
     """
 
     def __init__(self, mask: torch.Tensor, scored: bool = False):
@@ -44,10 +45,12 @@ class MaskedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features))
         self.register_buffer("mask", mask.clone().bool())
         self.score = nn.Parameter(torch.empty(out_features, in_features)) if scored else None
-        # Execution settings, not state: `use_backend` sets them; the DQN loop asks for the dense
-        # gradient (what RigL grows by) on the engine's connectivity-update steps only.
+        # Execution settings, not state: `use_backend` sets the backend; the DQN loop asks for the dense
+        # gradient (what RigL grows by) on the engine's connectivity-update steps only; the engine asks
+        # for a compact one (a sparse tensor of the present connections) when its optimizer takes it.
         self.backend = "dense"
         self.dense_gradient = False
+        self.compact_gradient = False
         self._connections: Connections | None = None
         self._connections_key: tuple[int, int] | None = None
 
@@ -71,7 +74,8 @@ class MaskedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "sparse" and self.score is None:
-            return _SparseLinear.apply(x, self.weight, self.bias, self.connections(), self.dense_gradient)
+            gradient = "dense" if self.dense_gradient else "compact" if self.compact_gradient else "masked"
+            return _SparseLinear.apply(x, self.weight, self.bias, self.connections(), gradient)
         return F.linear(x, self.effective_weight(), self.bias)
 
     def connections(self) -> Connections:
@@ -186,6 +190,7 @@ class Connections:
 
     shape: tuple[int, int]
     flat: torch.Tensor              # row * in + column, row-major
+    indices: torch.Tensor           # (2, connections): rows and columns in the same order
     crow: torch.Tensor              # CSR of W
     col: torch.Tensor
     transposed_crow: torch.Tensor   # CSR of W^T: its values are W's at `transposed_order`
@@ -197,10 +202,14 @@ class Connections:
         out_features, in_features = mask.shape
         rows, cols = mask.nonzero(as_tuple=True)
         order = torch.argsort(cols, stable=True)
-        return cls(shape=(out_features, in_features), flat=rows * in_features + cols,
+        return cls(shape=(out_features, in_features), flat=rows * in_features + cols, indices=torch.stack((rows, cols)),
                    crow=_compressed(rows, out_features), col=cols,
                    transposed_crow=_compressed(cols[order], in_features), transposed_col=rows[order],
                    transposed_order=order)
+
+    def compact(self, values: torch.Tensor) -> torch.Tensor:
+        """A sparse (COO) tensor of W's shape holding `values` at the present connections, in `flat` order."""
+        return torch.sparse_coo_tensor(self.indices, values, self.shape, is_coalesced=True, check_invariants=False)
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
         return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
@@ -219,18 +228,18 @@ def _compressed(sorted_rows: torch.Tensor, rows: int) -> torch.Tensor:
 class _SparseLinear(torch.autograd.Function):
     """y = x W^T + b with W held as CSR over the present connections.
 
-    Backward gives the gradient of the present connections only (a sampled product, scattered
-    into a dense tensor that is zero elsewhere), or the dense gradient x^T-product when asked,
-    and the input gradient through W^T's CSR when the input needs one.
+    Backward gives the gradient of the present connections only (a sampled product), as a
+    sparse tensor ("compact") or scattered into a dense one that is zero elsewhere ("masked"), or
+    the dense x^T-product ("dense"), and the input gradient through W^T's CSR when needed.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, connections: Connections,
-                dense_gradient: bool) -> torch.Tensor:
+                gradient: str) -> torch.Tensor:
         values = weight.reshape(-1).index_select(0, connections.flat)
         out = torch.addmm(bias.unsqueeze(1), connections.matrix(values), x.t())
         ctx.save_for_backward(x, values)
-        ctx.connections, ctx.dense_gradient = connections, dense_gradient
+        ctx.connections, ctx.gradient = connections, gradient
         return out.t()
 
     @staticmethod
@@ -241,12 +250,15 @@ class _SparseLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = torch.mm(connections.transposed(values), grad_out.t()).t()
         if ctx.needs_input_grad[1]:
-            if ctx.dense_gradient:
+            if ctx.gradient == "dense":
                 grad_weight = torch.mm(grad_out.t(), x)
             else:
-                sampled = torch.sparse.sampled_addmm(connections.matrix(values), grad_out.t(), x, beta=0.0)
-                grad_weight = values.new_zeros(connections.shape).view(-1)
-                grad_weight = grad_weight.index_copy_(0, connections.flat, sampled.values()).view(connections.shape)
+                sampled = torch.sparse.sampled_addmm(connections.matrix(values), grad_out.t(), x, beta=0.0).values()
+                if ctx.gradient == "compact":
+                    grad_weight = connections.compact(sampled)
+                else:
+                    grad_weight = values.new_zeros(connections.shape).view(-1)
+                    grad_weight = grad_weight.index_copy_(0, connections.flat, sampled).view(connections.shape)
         if ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(0)
         return grad_x, grad_weight, grad_bias, None, None

@@ -31,7 +31,8 @@ class RMSprop(torch.optim.Optimizer):
     A parameter registered in `connections` (a sparse-backend layer's weight) is updated only at
     the flat indices its callable returns: entries off the mask have zero gradient, weight and
     (when the engine masks moments) state, which a dense step would leave as they are, so
-    skipping them changes nothing but the cost.
+    skipping them changes nothing but the cost. Its gradient may be dense or a sparse tensor of
+    exactly those entries in that order (`Connections.compact`).
     """
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float, alpha: float, eps: float, centered: bool):
@@ -43,8 +44,12 @@ class RMSprop(torch.optim.Optimizer):
         for p, group, value, square_avg, grad_avg, count in self._state_views():
             if p.grad is None:
                 continue
-            index = self.connections[p]().numpy() if p in self.connections else None
-            _rmsprop_step(value, p.grad.numpy().reshape(-1), square_avg, grad_avg, index, count,
+            index, grad = None, p.grad
+            if p in self.connections:
+                index = self.connections[p]()
+                grad = grad._values() if grad.is_sparse else grad.reshape(-1).index_select(0, index)
+                index = index.numpy()
+            _rmsprop_step(value, grad.numpy().reshape(-1), square_avg, grad_avg, index, count,
                           group["lr"], group["alpha"], group["eps"])
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -76,7 +81,8 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _rmsprop_step(value, grad, square_avg, grad_avg, index, count, lr, alpha, eps):  # pragma: no cover - compiled
-    """torch's RMSprop arithmetic for every entry (index None) or the listed ones; grad_avg None: not centered.
+    """torch's RMSprop arithmetic for every entry (index None), or for the listed ones with `grad` holding
+    their gradients in that order; grad_avg None: not centered.
     `count` is the step counter torch keeps (a one-element view), advanced here.
 
     The variance is lifted to at least (eps * 2^-30)^2 before the root: the root of anything
@@ -91,7 +97,7 @@ def _rmsprop_step(value, grad, square_avg, grad_avg, index, count, lr, alpha, ep
         i = k
         if index is not None:
             i = index[k]
-        g = grad[i]
+        g = grad[k]
         s = square_avg[i] * alpha + (np.float32(1.0) - alpha) * g * g
         square_avg[i] = s
         if grad_avg is not None:

@@ -45,13 +45,15 @@ class SparsityEngine:
         return [p for p in self.network.parameters() if p.requires_grad]
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Zero the state of changed connections in `optimizer`; an optimizer that can step
-        only present connections (optim.RMSprop) learns them for sparse-backend layers."""
+        """Zero the state of changed connections in `optimizer`. An optimizer that can step only
+        present connections (optim.RMSprop) learns them for sparse-backend layers, from their
+        compact gradients; their absent weights then never move, so nothing needs re-masking."""
         self.optimizer = optimizer
         for layer in self.layers().values():
             if hasattr(optimizer, "connections") and layer.backend == "sparse" and layer.weight.requires_grad \
                     and layer.score is None:
                 optimizer.connections[layer.weight] = layer.connection_index
+                layer.compact_gradient = True
 
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""
@@ -73,7 +75,7 @@ class SparsityEngine:
         for name, layer in self.layers().items():
             if self.wants_dense_gradient(name):
                 self._signals[name] = _signals(layer)
-            if layer.weight.grad is not None:
+            if layer.weight.grad is not None and not layer.weight.grad.is_sparse:
                 layer.weight.grad.mul_(self._float_mask(layer))
 
     @torch.no_grad()
@@ -85,7 +87,7 @@ class SparsityEngine:
             if strength > 0:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,
                                 strength * self.optimizer.param_groups[0]["lr"])
-            if layer.weight.requires_grad:
+            if layer.weight.requires_grad and not layer.compact_gradient:
                 layer.weight.mul_(self._float_mask(layer))
             signals = self._signals.pop(name, None)
             if signals is not None:

@@ -98,10 +98,10 @@ def test_smoke_study_completes_and_a_second_sweep_skips_every_run(smoke):
 def test_killed_worker_and_ctrl_c_resume_without_redoing_finished_runs(smoke, tmp_path):
     out = tmp_path / "runs"
     finished = runs(smoke)
-    victim = finished[0]
-    for run in finished[1:]:  # three runs done elsewhere and copied here, as after syncing from a cluster
+    victim = finished[-1]  # random learned: the slowest, so Ctrl-C below lands while it trains
+    for run in finished[:-1]:  # three runs done elsewhere and copied here, as after syncing from a cluster
         shutil.copytree(run, out / run.name)
-    stamps = {run.name: (out / run.name / "complete.json").stat().st_mtime_ns for run in finished[1:]}
+    stamps = {run.name: (out / run.name / "complete.json").stat().st_mtime_ns for run in finished[:-1]}
     process = start_sweep(STUDIES / "smoke.toml", "--out", out, "--workers", 1)
     deadline = time.monotonic() + 120
     while not (out / victim.name / "checkpoint.pt").exists():
@@ -117,10 +117,11 @@ def test_killed_worker_and_ctrl_c_resume_without_redoing_finished_runs(smoke, tm
 
     # Ctrl-C on the resumed sweep: the worker is told, stops cleanly, and the sweep waits for it.
     process = start_sweep(STUDIES / "smoke.toml", "--out", out, "--workers", 1)
-    while starts(out, victim.name) < 2:
+    checkpoint = out / victim.name / "checkpoint.pt"
+    killed_at = checkpoint.stat().st_mtime_ns
+    while starts(out, victim.name) < 2 or checkpoint.stat().st_mtime_ns == killed_at:  # training again
         assert process.poll() is None and time.monotonic() < deadline + 120, process.communicate()
-        time.sleep(0.05)
-    time.sleep(3.0)
+        time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stdout + stderr
