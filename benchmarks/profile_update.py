@@ -1,12 +1,12 @@
 """Where a training frame's time goes: wall time per torch operation and per stage, in the real loop.
 
-    python benchmarks/profile_update.py --structure conv --weights learned --frames 2000
+    python benchmarks/profile_update.py --structure conv --weights learned --frames 2000 [--operations]
 
 Runs `minisparse bench`'s workload (a prefilled agent, one update per frame, epsilon 0.1) and
-times every torch call (a TorchFunctionMode, so nested calls are not counted twice) and the
-stages around them: acting, the game, replay sampling, the optimizer step. torch.profiler's
-per-operator times proved unreliable at this scale (tens of microseconds per operation), so
-this measures wall time directly; the timing itself adds about a microsecond per call.
+times its stages: acting, the game, replay sampling, the TD loss and gradients, the optimizer
+step. With --operations it also times every torch call (a TorchFunctionMode, so nested calls
+are not counted twice); that adds a few microseconds to each call, so read those shares as a
+ranking. torch.profiler's per-operator times proved unreliable at this scale.
 """
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=5000)
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--operations", action="store_true",
+                        help="also time every torch call (adds a few us to each, so stages read slower)")
     options = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -77,7 +79,10 @@ def main() -> None:
     agent.optimizer.step = timed(stages, "stage: optimizer step (RMSprop, compiled)", agent.optimizer.step)
     agent.td = timed(stages, "stage: TD loss and gradients", agent.td)
     start = time.perf_counter()
-    with OperationTimes(operations):
+    if options.operations:
+        with OperationTimes(operations):
+            workload.frames(options.frames)
+    else:
         workload.frames(options.frames)
     frame = (time.perf_counter() - start) / options.frames
 
@@ -86,7 +91,8 @@ def main() -> None:
     print(f"{'us/frame':>9} {'share':>6}  stage")
     for name, seconds in stages.most_common():
         print(f"{seconds / options.frames * 1e6:>9.1f} {seconds / options.frames / frame:>6.1%}  {name}")
-    print(f"\n{'us/frame':>9} {'share':>6}  torch operation (caller)")
+    if operations:
+        print(f"\n{'us/frame':>9} {'share':>6}  torch operation (caller)")
     for name, seconds in operations.most_common(options.top):
         print(f"{seconds / options.frames * 1e6:>9.1f} {seconds / options.frames / frame:>6.1%}  {name}")
 

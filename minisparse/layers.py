@@ -74,9 +74,12 @@ class MaskedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "sparse" and self.score is None:
-            gradient = "dense" if self.dense_gradient else "compact" if self.compact_gradient else "masked"
-            return _SparseLinear.apply(x, self.weight, self.bias, self.connections(), gradient)
+            return _SparseLinear.apply(x, self.weight, self.bias, self.connections(), self.gradient_mode())
         return F.linear(x, self.effective_weight(), self.bias)
+
+    def gradient_mode(self) -> str:
+        """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
+        return "dense" if self.dense_gradient else "compact" if self.compact_gradient else "masked"
 
     def connections(self) -> Connections:
         """Index structures of the present connections, rebuilt only when the mask changes in place
@@ -207,6 +210,24 @@ class Connections:
                    transposed_crow=_compressed(cols[order], in_features), transposed_col=rows[order],
                    transposed_order=order)
 
+    def product(self, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W x^T + b (out x batch) for x (batch x in), multiplying the present connections only;
+        also W's values at them (`flat` order), which the input gradient reuses."""
+        values = weight.reshape(-1).index_select(0, self.flat)
+        return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t()), values
+
+    def weight_gradient(self, grad_out: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:
+        """dL/dW from the output gradient (out x batch) and the input (batch x in): the dense product
+        ("dense"), or the present connections' entries only (a sampled product), as a sparse tensor
+        ("compact") or scattered into a dense one that is zero elsewhere ("masked")."""
+        if mode == "dense":
+            return torch.mm(grad_out, x)
+        pattern = self.matrix(x.new_zeros(self.flat.numel()))  # beta * NaN would be NaN: no garbage
+        sampled = torch.sparse.sampled_addmm(pattern, grad_out, x, beta=0.0).values()
+        if mode == "compact":
+            return self.compact(sampled)
+        return sampled.new_zeros(self.shape).view(-1).index_copy_(0, self.flat, sampled).view(self.shape)
+
     def compact(self, values: torch.Tensor) -> torch.Tensor:
         """A sparse (COO) tensor of W's shape holding `values` at the present connections, in `flat` order."""
         return torch.sparse_coo_tensor(self.indices, values, self.shape, is_coalesced=True, check_invariants=False)
@@ -228,16 +249,14 @@ def _compressed(sorted_rows: torch.Tensor, rows: int) -> torch.Tensor:
 class _SparseLinear(torch.autograd.Function):
     """y = x W^T + b with W held as CSR over the present connections.
 
-    Backward gives the gradient of the present connections only (a sampled product), as a
-    sparse tensor ("compact") or scattered into a dense one that is zero elsewhere ("masked"), or
-    the dense x^T-product ("dense"), and the input gradient through W^T's CSR when needed.
+    Backward gives the weight gradient `gradient` asks for (Connections.weight_gradient) and the
+    input gradient through W^T's CSR when the input needs one.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, connections: Connections,
                 gradient: str) -> torch.Tensor:
-        values = weight.reshape(-1).index_select(0, connections.flat)
-        out = torch.addmm(bias.unsqueeze(1), connections.matrix(values), x.t())
+        out, values = connections.product(weight, bias, x)
         ctx.save_for_backward(x, values)
         ctx.connections, ctx.gradient = connections, gradient
         return out.t()
@@ -250,15 +269,7 @@ class _SparseLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = torch.mm(connections.transposed(values), grad_out.t()).t()
         if ctx.needs_input_grad[1]:
-            if ctx.gradient == "dense":
-                grad_weight = torch.mm(grad_out.t(), x)
-            else:
-                sampled = torch.sparse.sampled_addmm(connections.matrix(values), grad_out.t(), x, beta=0.0).values()
-                if ctx.gradient == "compact":
-                    grad_weight = connections.compact(sampled)
-                else:
-                    grad_weight = values.new_zeros(connections.shape).view(-1)
-                    grad_weight = grad_weight.index_copy_(0, connections.flat, sampled).view(connections.shape)
+            grad_weight = connections.weight_gradient(grad_out.t(), x, ctx.gradient)
         if ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(0)
         return grad_x, grad_weight, grad_bias, None, None

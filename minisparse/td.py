@@ -12,14 +12,13 @@ is a dozen operations. A frozen structured layer (fixed weights, static connecti
 same function in the online and target networks, so its features for the states and the next
 states come from one product, and no gradient flows into it.
 
-It covers a structured layer that is a shared conv or a masked matrix on the dense backend, the
-dense hidden layer and head, and relu or leaky relu. Other networks (scored layers, the sparse
-backend, a sparse hidden layer, plug-in layer types) take autograd (`td_loss`);
-tests/test_td.py checks that both give the same loss and gradients.
+It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
+sparse one the products run over the present connections), the dense hidden layer and head,
+and relu or leaky relu. Other networks (scored layers, a sparse hidden layer, plug-in layer
+types) take autograd (`td_loss`); tests/test_td.py checks that both give the same loss and
+gradients.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numba
 import numpy as np
@@ -29,9 +28,6 @@ from torch import nn
 
 from minisparse.layers import MaskedLinear, SharedConv
 from minisparse.network import QNetwork
-
-
-TD = Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, torch.Tensor]]
 
 
 def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamma: float
@@ -50,28 +46,37 @@ def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamm
     return F.smooth_l1_loss(q_taken, td_target), q_taken.detach().mean()
 
 
-def make_td(q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool) -> TD:
-    """Loss, mean Q(s, a) and the .grad of every trainable parameter for a batch (grads start at None)."""
-    if supports(q):
-        return FastTD(q, target, gamma, frozen_structured)
+def make_td(q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool) -> AutogradTD | FastTD:
+    """The fast update where the network allows it, else autograd."""
+    return FastTD(q, target, gamma, frozen_structured) if supports(q) else AutogradTD(q, target, gamma)
 
-    def autograd_td(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, mean_q = td_loss(q, target, batch, gamma)
+
+class AutogradTD:
+    """`td_loss` and its backward pass through the modules: any network.
+
+    Calling it with a batch gives the loss and mean Q(s, a) and leaves the trainable parameters'
+    .grad (which must start at None).
+    """
+
+    def __init__(self, q: QNetwork, target: QNetwork, gamma: float):
+        self.q, self.target, self.gamma = q, target, gamma
+
+    def __call__(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, mean_q = td_loss(self.q, self.target, batch, self.gamma)
         loss.backward()
         return loss.detach(), mean_q
-
-    return autograd_td
 
 
 def supports(q: QNetwork) -> bool:
     structured = q.structured
-    plain_masked = isinstance(structured, MaskedLinear) and structured.score is None and structured.backend == "dense"
-    return ((isinstance(structured, SharedConv) or plain_masked)
+    unscored = isinstance(structured, MaskedLinear) and structured.score is None
+    return ((isinstance(structured, SharedConv) or unscored)
             and type(q.hidden) is nn.Linear and type(q.head) is nn.Linear)
 
 
 class FastTD:
-    """Loss, mean Q(s, a) and the trainable parameters' .grad for one batch, as autograd would give them."""
+    """What AutogradTD gives (loss, mean Q(s, a), the trainable parameters' .grad), computed by hand
+    for the networks `supports` accepts."""
 
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool):
         self.q, self.target, self.gamma = q, target, gamma
@@ -151,8 +156,9 @@ def _structured(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, t
         weight = layer.conv.weight.view(layer.conv.out_channels, -1)
         out = torch.addmm(layer.conv.bias.unsqueeze(1), weight, unfolded)
         return out.view(layer.out_features, -1), unfolded
-    inputs = states.t()
-    return torch.addmm(layer.bias.unsqueeze(1), layer.weight, inputs), inputs
+    if layer.backend == "sparse":
+        return layer.connections().product(layer.weight, layer.bias, states)[0], states
+    return torch.addmm(layer.bias.unsqueeze(1), layer.weight, states.t()), states
 
 
 def _structured_grads(layer: nn.Module, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
@@ -161,4 +167,7 @@ def _structured_grads(layer: nn.Module, grad_out: torch.Tensor, inputs: torch.Te
         layer.conv.weight.grad = torch.mm(grad_out, inputs.t()).view_as(layer.conv.weight)
         layer.conv.bias.grad = grad_out.sum(1)
     else:
-        _set_grads(layer, grad_out, inputs)
+        mode = layer.gradient_mode() if layer.backend == "sparse" else "dense"
+        layer.weight.grad = layer.connections().weight_gradient(grad_out, inputs, mode) if mode != "dense" \
+            else torch.mm(grad_out, inputs)
+        layer.bias.grad = grad_out.sum(1)
