@@ -198,18 +198,16 @@ def _status(key: str) -> int:
 
 
 def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int = 1024, batch: int = 32,
-                    repeats: int = 200, rounds: int = 3) -> list[dict[str, Any]]:
+                    repeats: int = 100, rounds: int = 5) -> list[dict[str, Any]]:
     """The structured layer's own update, masked dense vs sparse backend, across densities.
 
-    One update of the layer as the DQN step runs it: forward of a batch with gradient, forward
-    of the next batch for the target (no gradient), backward, the engine's mask hooks and a
+    One update of the layer as the DQN step runs it: forward of the next batch through the
+    target's copy, forward of the batch, the weight gradient, the engine's mask hooks and a
     centered RMSprop step. Input is random binary frames at MinAtar's density (~10%), a fresh
     batch each update (a repeated batch makes centered RMSprop's variance 0 - 0 and its sqrt
-    slow NaN arithmetic).
+    slow NaN arithmetic). The two backends' timed blocks alternate, best block counts, so a
+    change in the machine's speed hits both alike.
     """
-    from minisparse.optim import RMSprop
-    from minisparse.layers import MaskedLinear
-
     torch.set_num_threads(1)
     inputs = channels * 100
     generator = torch.Generator().manual_seed(0)
@@ -217,48 +215,55 @@ def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int 
     results = []
     for density in densities:
         mask = torch.rand(units, inputs, generator=generator) < density
-        timings = {}
-        for backend in ("dense", "sparse"):
-            layer = MaskedLinear(mask)
-            layer.reset_parameters(torch.Generator().manual_seed(1))
-            layer.backend = backend
-            target = MaskedLinear(mask).requires_grad_(False)
-            target.load_state_dict(layer.state_dict())
-            target.backend = backend
-            optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
-            dense_mask = mask.float() if backend == "dense" else None
-            if backend == "sparse":  # as SparsityEngine.attach: compact gradients, present connections stepped
-                optimizer.connections[layer.weight] = layer.connection_index
-                layer.compact_gradient = True
-
-            batches = iter(range(10**9))
-
-            def update() -> None:
-                x = pool[next(batches) % len(pool)]
-                with torch.no_grad():
-                    target(x[batch:])
-                loss = layer(x[:batch]).square().mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if dense_mask is not None:  # as SparsityEngine.before_step / after_step on a masked dense layer
-                    layer.weight.grad.mul_(dense_mask)
-                optimizer.step()
-                if dense_mask is not None:
-                    with torch.no_grad():
-                        layer.weight.mul_(dense_mask)
-
-            for _ in range(20):
-                update()
-            best = float("inf")
-            for _ in range(rounds):
+        updates = {backend: _layer_update(mask, backend, pool, batch) for backend in ("dense", "sparse")}
+        best = {backend: float("inf") for backend in updates}
+        for _ in range(rounds):
+            for backend, update in updates.items():
                 start = time.process_time()
                 for _ in range(repeats):
                     update()
-                best = min(best, (time.process_time() - start) / repeats)
-            timings[backend] = best * 1e6
-        results.append({"density": density, "dense_us": timings["dense"], "sparse_us": timings["sparse"],
-                        "speedup": timings["dense"] / timings["sparse"]})
+                best[backend] = min(best[backend], (time.process_time() - start) / repeats)
+        results.append({"density": density, "dense_us": best["dense"] * 1e6, "sparse_us": best["sparse"] * 1e6,
+                        "speedup": best["dense"] / best["sparse"]})
     return results
+
+
+def _layer_update(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int) -> Callable[[], None]:
+    """One update of a fresh masked layer on `backend` as the fast TD update runs it (td.py), warmed up.
+
+    Its loss is half the squared outputs summed over units, averaged over the batch.
+    """
+    from minisparse.layers import MaskedLinear
+    from minisparse.optim import RMSprop
+    from minisparse.td import structured_forward, structured_gradients
+
+    layer = MaskedLinear(mask)
+    layer.reset_parameters(torch.Generator().manual_seed(1))
+    target = MaskedLinear(mask).requires_grad_(False)
+    target.load_state_dict(layer.state_dict())
+    layer.backend = target.backend = backend
+    optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
+    dense_mask = mask.float() if backend == "dense" else None
+    if backend == "sparse":  # as SparsityEngine.attach: compact gradients, present connections stepped
+        optimizer.connections[layer.weight] = layer.connection_index
+        layer.compact_gradient = True
+    batches = iter(range(10**9))
+
+    @torch.no_grad()
+    def update() -> None:
+        x = pool[next(batches) % len(pool)]
+        structured_forward(target, x[batch:])
+        out, inputs = structured_forward(layer, x[:batch])
+        structured_gradients(layer, out.div_(batch), inputs)
+        if dense_mask is not None:  # as SparsityEngine.before_step / after_step on a masked dense layer
+            layer.weight.grad.mul_(dense_mask)
+        optimizer.step()
+        if dense_mask is not None:
+            layer.weight.mul_(dense_mask)
+
+    for _ in range(20):
+        update()
+    return update
 
 
 def crossover(results: list[dict[str, Any]]) -> float | None:

@@ -19,7 +19,7 @@ from torch import nn
 
 # Below this density `auto` runs a masked layer on the sparse backend: the crossover that
 # `minisparse bench --layers` measures for the 1024-unit structured layer on one CPU thread.
-AUTO_SPARSE_BELOW = 0.12
+AUTO_SPARSE_BELOW = 0.2
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -53,6 +53,8 @@ class MaskedLinear(nn.Module):
         self.compact_gradient = False
         self._connections: Connections | None = None
         self._connections_key: tuple[int, int] | None = None
+        self._present: torch.Tensor | None = None
+        self._present_key: tuple | None = None
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
@@ -74,8 +76,22 @@ class MaskedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "sparse" and self.score is None:
-            return _SparseLinear.apply(x, self.weight, self.bias, self.connections(), self.gradient_mode())
+            return _SparseLinear.apply(x, self.weight, self.bias, self.present_weights(), self.connections(),
+                                       self.gradient_mode())
         return F.linear(x, self.effective_weight(), self.bias)
+
+    def present_weights(self) -> torch.Tensor:
+        """The weights of the present connections (`Connections.flat` order). A frozen weight's are kept
+        until it changes: only torch operations change it then (load_state_dict, the engine), and
+        they advance its version counter, unlike the optimizer's in-place steps on trained weights."""
+        flat = self.connections().flat
+        weight = self.weight.detach()
+        if self.weight.requires_grad:
+            return weight.reshape(-1).index_select(0, flat)
+        key = (weight._version, weight.data_ptr(), self._connections_key)
+        if self._present_key != key:
+            self._present, self._present_key = weight.reshape(-1).index_select(0, flat), key
+        return self._present
 
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
@@ -199,22 +215,24 @@ class Connections:
     transposed_crow: torch.Tensor   # CSR of W^T: its values are W's at `transposed_order`
     transposed_col: torch.Tensor
     transposed_order: torch.Tensor
+    pattern: torch.Tensor           # W's CSR with zero values: where a sampled product is wanted
 
     @classmethod
     def of(cls, mask: torch.Tensor) -> "Connections":
         out_features, in_features = mask.shape
         rows, cols = mask.nonzero(as_tuple=True)
         order = torch.argsort(cols, stable=True)
+        crow = _compressed(rows, out_features)
+        zeros = torch.zeros(len(rows), device=mask.device)  # sampled_addmm scales these by beta=0: no garbage
         return cls(shape=(out_features, in_features), flat=rows * in_features + cols, indices=torch.stack((rows, cols)),
-                   crow=_compressed(rows, out_features), col=cols,
+                   crow=crow, col=cols,
                    transposed_crow=_compressed(cols[order], in_features), transposed_col=rows[order],
-                   transposed_order=order)
+                   transposed_order=order,
+                   pattern=torch.sparse_csr_tensor(crow, cols, zeros, mask.shape, check_invariants=False))
 
-    def product(self, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """W x^T + b (out x batch) for x (batch x in), multiplying the present connections only;
-        also W's values at them (`flat` order), which the input gradient reuses."""
-        values = weight.reshape(-1).index_select(0, self.flat)
-        return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t()), values
+    def product(self, values: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections in `flat` order."""
+        return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t())
 
     def weight_gradient(self, grad_out: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:
         """dL/dW from the output gradient (out x batch) and the input (batch x in): the dense product
@@ -222,8 +240,7 @@ class Connections:
         ("compact") or scattered into a dense one that is zero elsewhere ("masked")."""
         if mode == "dense":
             return torch.mm(grad_out, x)
-        pattern = self.matrix(x.new_zeros(self.flat.numel()))  # beta * NaN would be NaN: no garbage
-        sampled = torch.sparse.sampled_addmm(pattern, grad_out, x, beta=0.0).values()
+        sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, x, beta=0.0).values()
         if mode == "compact":
             return self.compact(sampled)
         return sampled.new_zeros(self.shape).view(-1).index_copy_(0, self.flat, sampled).view(self.shape)
@@ -247,16 +264,16 @@ def _compressed(sorted_rows: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 class _SparseLinear(torch.autograd.Function):
-    """y = x W^T + b with W held as CSR over the present connections.
+    """y = x W^T + b with W held as CSR over the present connections (`values`, W's entries there).
 
     Backward gives the weight gradient `gradient` asks for (Connections.weight_gradient) and the
     input gradient through W^T's CSR when the input needs one.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, connections: Connections,
-                gradient: str) -> torch.Tensor:
-        out, values = connections.product(weight, bias, x)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, values: torch.Tensor,
+                connections: Connections, gradient: str) -> torch.Tensor:
+        out = connections.product(values, bias, x)
         ctx.save_for_backward(x, values)
         ctx.connections, ctx.gradient = connections, gradient
         return out.t()
@@ -272,4 +289,4 @@ class _SparseLinear(torch.autograd.Function):
             grad_weight = connections.weight_gradient(grad_out.t(), x, ctx.gradient)
         if ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(0)
-        return grad_x, grad_weight, grad_bias, None, None
+        return grad_x, grad_weight, grad_bias, None, None, None

@@ -90,11 +90,11 @@ class FastTD:
         q, target = self.q, self.target
         size = actions.shape[0]
         if self.frozen_structured:
-            features, inputs = _structured(q.structured, states)
+            features, inputs = structured_forward(q.structured, states)
             online_features, next_features = features[:, :size], features[:, size:]
         else:
-            online_features, inputs = _structured(q.structured, states[:size])
-            next_features, _ = _structured(target.structured, states[size:])
+            online_features, inputs = structured_forward(q.structured, states[:size])
+            next_features, _ = structured_forward(target.structured, states[size:])
         next_q = _linear(target.head, self._act(_linear(target.hidden, self._act(next_features)))).amax(0)
 
         structured_out = self._act(online_features)
@@ -110,7 +110,7 @@ class FastTD:
         _set_grads(q.hidden, grad_hidden, structured_out)
         if self.trains_structured:
             grad_structured = self._act_backward(torch.mm(grad_hidden.t(), q.hidden.weight).t(), online_features)
-            _structured_grads(q.structured, grad_structured, inputs)
+            structured_gradients(q.structured, grad_structured, inputs)
         return statistics[0], statistics[1]
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,7 @@ def _set_grads(layer: nn.Module, grad_out: torch.Tensor, x: torch.Tensor) -> Non
     layer.bias.grad = grad_out.sum(1)
 
 
-def _structured(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def structured_forward(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-activations (units, batch) of the structured layer and the input its weight gradient needs."""
     if isinstance(layer, SharedConv):
         unfolded = layer.unfold(states)
@@ -157,11 +157,11 @@ def _structured(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, t
         out = torch.addmm(layer.conv.bias.unsqueeze(1), weight, unfolded)
         return out.view(layer.out_features, -1), unfolded
     if layer.backend == "sparse":
-        return layer.connections().product(layer.weight, layer.bias, states)[0], states
+        return layer.connections().product(layer.present_weights(), layer.bias, states), states
     return torch.addmm(layer.bias.unsqueeze(1), layer.weight, states.t()), states
 
 
-def _structured_grads(layer: nn.Module, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
+def structured_gradients(layer: nn.Module, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
     if isinstance(layer, SharedConv):
         grad_out = grad_out.reshape(layer.conv.out_channels, -1)
         layer.conv.weight.grad = torch.mm(grad_out, inputs.t()).view_as(layer.conv.weight)
