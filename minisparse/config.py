@@ -65,7 +65,7 @@ class Config:
     mask_optimizer_state: bool = True
     # execution
     device: str = "auto"
-    backend: str = "dense"
+    backend: str = "auto"
     threads: int = 1
     checkpoint_every: int = 100_000
     log_every: int = 10_000

@@ -196,11 +196,15 @@ def layer_capacity(layer: nn.Module) -> dict[str, float]:
 
 
 def use_backend(network: nn.Module, backend: str) -> None:
-    """Run every masked layer of `network` on `backend` (dense, sparse, or auto by density)."""
+    """Run every masked layer of `network` on `backend`: dense, sparse, or auto (sparse below the
+    crossover density on a CPU; dense elsewhere, where no crossover has been measured)."""
     for layer in network.modules():
         if isinstance(layer, MaskedLinear):
-            density = float(layer.mask.float().mean())
-            layer.backend = backend if backend != "auto" else ("sparse" if density < AUTO_SPARSE_BELOW else "dense")
+            if backend == "auto":
+                sparse = layer.mask.device.type == "cpu" and float(layer.mask.float().mean()) < AUTO_SPARSE_BELOW
+                layer.backend = "sparse" if sparse else "dense"
+            else:
+                layer.backend = backend
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ states come from one product, and no gradient flows into it.
 
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
 sparse one the products run over the present connections), the dense hidden layer and head,
-and relu or leaky relu. Other networks (scored layers, a sparse hidden layer, plug-in layer
-types) take autograd (`td_loss`); tests/test_td.py checks that both give the same loss and
+and relu or leaky relu, on a CPU. Other networks (scored layers, a sparse hidden layer, plug-in
+layer types, other devices) take autograd (`td_loss`); tests/test_td.py checks that both give the same loss and
 gradients.
 """
 from __future__ import annotations
@@ -68,10 +68,12 @@ class AutogradTD:
 
 
 def supports(q: QNetwork) -> bool:
+    """Whether FastTD covers `q`: its layer types, on a CPU (the loss gradient is a CPU loop)."""
     structured = q.structured
     unscored = isinstance(structured, MaskedLinear) and structured.score is None
     return ((isinstance(structured, SharedConv) or unscored)
-            and type(q.hidden) is nn.Linear and type(q.head) is nn.Linear)
+            and type(q.hidden) is nn.Linear and type(q.head) is nn.Linear
+            and q.head.weight.device.type == "cpu")
 
 
 class FastTD:
