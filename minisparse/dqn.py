@@ -102,9 +102,7 @@ class Agent:
     def act(self, observation: np.ndarray) -> int:
         if self.rng.random() < epsilon(self.config, self.counters.frame):
             return int(self.rng.integers(NUM_ACTIONS))
-        with torch.inference_mode():
-            q_values = self.q(torch.from_numpy(observation).to(self.device).unsqueeze(0))
-        return int(q_values.argmax(1).item())
+        return self.td.greedy(observation)
 
     def update(self) -> None:
         """One TD update on a uniform batch; loss and mean Q accumulate on the device (no host sync)."""

@@ -1,8 +1,8 @@
-"""The TD update's loss and gradients: plainly through autograd, or by hand for speed.
+"""The TD update's loss and gradients, and the greedy action: plainly, or by hand for speed.
 
 `td_loss` is the update as written everywhere (cleanrl's dqn.py): Huber loss of Q(s, a)
 against r + gamma * max_a' Q_target(s', a'). `make_td` returns what the DQN loop calls: the
-hand-derived `FastTD` where the network allows it, else autograd on `td_loss`.
+hand-derived `FastTD` where the network allows it, else `AutogradTD` (modules and autograd).
 
 On a CPU, MinAtar's DQN update is a few matrix products and many tiny tensor operations that
 cost 5-10 us each; through modules and autograd there are about 80 of them, as much time as
@@ -10,13 +10,14 @@ the products. Here the forward pass runs feature-major (units x batch, the layou
 products are fastest), the Huber loss gradient is written in closed form, and the backward pass
 is a dozen operations. A frozen structured layer (fixed weights, static connectivity) is the
 same function in the online and target networks, so its features for the states and the next
-states come from one product, and no gradient flows into it.
+states come from one product, and no gradient flows into it. Acting's greedy action of one
+binary frame is a compiled loop that adds up the weights of the frame's few active inputs.
 
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
 sparse one the products run over the present connections), the dense hidden layer and head,
 and relu or leaky relu, on a CPU. Other networks (scored layers, a sparse hidden layer, plug-in
-layer types, other devices) take autograd (`td_loss`); tests/test_td.py checks that both give the same loss and
-gradients.
+layer types, other devices) take autograd; tests/test_td.py checks that both give the same
+loss, gradients and actions.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class AutogradTD:
     """`td_loss` and its backward pass through the modules: any network.
 
     Calling it with a batch gives the loss and mean Q(s, a) and leaves the trainable parameters'
-    .grad (which must start at None).
+    .grad (which must start at None); `greedy` is the action acting takes.
     """
 
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float):
@@ -65,6 +66,12 @@ class AutogradTD:
         loss, mean_q = td_loss(self.q, self.target, batch, self.gamma)
         loss.backward()
         return loss.detach(), mean_q
+
+    @torch.inference_mode()
+    def greedy(self, observation: np.ndarray) -> int:
+        """argmax_a Q(observation, a) for one (C, 10, 10) frame."""
+        device = next(self.q.parameters()).device
+        return int(self.q(torch.from_numpy(observation).to(device).unsqueeze(0)).argmax(1).item())
 
 
 def supports(q: QNetwork) -> bool:
@@ -77,8 +84,8 @@ def supports(q: QNetwork) -> bool:
 
 
 class FastTD:
-    """What AutogradTD gives (loss, mean Q(s, a), the trainable parameters' .grad), computed by hand
-    for the networks `supports` accepts."""
+    """What AutogradTD gives (loss, mean Q(s, a), the trainable parameters' .grad, greedy actions),
+    computed by hand for the networks `supports` accepts."""
 
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool):
         self.q, self.target, self.gamma = q, target, gamma
@@ -115,6 +122,18 @@ class FastTD:
             structured_gradients(q.structured, grad_structured, inputs)
         return statistics[0], statistics[1]
 
+    def greedy(self, observation: np.ndarray) -> int:
+        """argmax_a Q(observation, a) in compiled loops: MinAtar frames are binary and sparse, so the
+        structured layer adds up the weights of the few active inputs instead of multiplying."""
+        q, structured = self.q, self.q.structured
+        if isinstance(structured, SharedConv):
+            features = _conv_features(observation, _array(structured.conv.weight), _array(structured.conv.bias),
+                                      self.slope)
+        else:
+            features = _masked_features(observation, _array(structured.weight), _array(structured.bias), self.slope)
+        return int(_greedy_head(features, _array(q.hidden.weight), _array(q.hidden.bias), _array(q.head.weight),
+                                _array(q.head.bias), self.slope))
+
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(x, self.slope) if self.slope else F.relu(x)
 
@@ -139,6 +158,61 @@ def _huber_td(q_values, next_q, actions, rewards, dones, gamma, grad_q, statisti
         grad_q[actions[b], b] = min(max(error, np.float32(-1.0)), np.float32(1.0)) / np.float32(size)
     statistics[0] = loss / size
     statistics[1] = taken / size
+
+
+@numba.njit(cache=True, nogil=True)
+def _activate(x, slope):  # pragma: no cover - compiled
+    return x if x > 0 else slope * x
+
+
+@numba.njit(cache=True, nogil=True)
+def _conv_features(observation, weight, bias, slope):  # pragma: no cover - compiled
+    """Activated 3x3 valid-conv features (filter-major) of one binary (C, H, W) frame: each active
+    input adds its kernel entries to the outputs whose window holds it."""
+    filters, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
+    out = observation.shape[1] - kernel + 1
+    sums = np.empty((filters, out, out), np.float32)
+    for f in range(filters):
+        sums[f] = bias[f]
+    for c in range(channels):
+        for row in range(observation.shape[1]):
+            for column in range(observation.shape[2]):
+                if observation[c, row, column]:
+                    for dy in range(max(0, row - out + 1), min(kernel, row + 1)):
+                        for dx in range(max(0, column - out + 1), min(kernel, column + 1)):
+                            for f in range(filters):
+                                sums[f, row - dy, column - dx] += weight[f, c, dy, dx]
+    features = sums.reshape(-1)
+    for i in range(features.size):
+        features[i] = _activate(features[i], slope)
+    return features
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_features(observation, weight, bias, slope):  # pragma: no cover - compiled
+    """Activated features of a masked layer (absent weights are zero) for one binary frame, flat (C, H, W)."""
+    features = bias.copy()
+    flat = observation.shape[1] * observation.shape[2]
+    for c in range(observation.shape[0]):
+        for row in range(observation.shape[1]):
+            for column in range(observation.shape[2]):
+                if observation[c, row, column]:
+                    features += weight[:, c * flat + row * observation.shape[2] + column]
+    for i in range(features.size):
+        features[i] = _activate(features[i], slope)
+    return features
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_head(features, hidden_weight, hidden_bias, head_weight, head_bias, slope):  # pragma: no cover
+    hidden = hidden_weight @ features + hidden_bias
+    for i in range(hidden.size):
+        hidden[i] = _activate(hidden[i], slope)
+    return np.argmax(head_weight @ hidden + head_bias)
+
+
+def _array(parameter: torch.Tensor) -> np.ndarray:
+    return parameter.detach().numpy()
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:

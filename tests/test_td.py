@@ -7,7 +7,7 @@ import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.td import FastTD, supports, td_loss
+from minisparse.td import AutogradTD, FastTD, supports, td_loss
 
 
 def random_batch(agent: Agent, seed: int) -> tuple[torch.Tensor, ...]:
@@ -65,3 +65,24 @@ def test_networks_the_fast_update_does_not_cover_take_autograd(config):
     loss, _ = agent.td(random_batch(agent, 0))
     assert np.isfinite(loss.item())
     assert all(p.grad is not None and p.grad.shape == b.shape for p, b in zip(agent.trainable, before))
+
+
+@pytest.mark.parametrize("structure, backend, activation", [
+    ("conv", "dense", "relu"), ("random", "dense", "leaky_relu"), ("random", "sparse", "relu"),
+])
+def test_fast_greedy_actions_are_the_networks_argmax(structure, backend, activation):
+    agent = Agent(Config(structure=structure, backend=backend, activation=activation, leaky_slope=0.05))
+    reference = AutogradTD(agent.q, agent.target, agent.config.gamma)
+    with torch.no_grad():  # a head that tells frames apart (a fresh one prefers one action nearly everywhere)
+        generator = torch.Generator().manual_seed(1)
+        for layer in (agent.q.hidden, agent.q.head):
+            layer.weight.normal_(0, 1, generator=generator)
+    rng = np.random.default_rng(0)
+    actions = []
+    for _ in range(200):  # real frames
+        observation = agent.game.observation()
+        actions.append(agent.td.greedy(observation))
+        assert actions[-1] == reference.greedy(observation)
+        if agent.game.act(int(rng.integers(6)))[1]:
+            agent.game.reset()
+    assert len(set(actions)) > 1  # the frames tell the actions apart, so agreement is not by chance
