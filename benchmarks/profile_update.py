@@ -50,6 +50,16 @@ def timed(times: Counter, name: str, function: Callable) -> Callable:
     return wrapper
 
 
+class TimedTD:
+    """The agent's TD object with its update timed (acting is timed through agent.act)."""
+
+    def __init__(self, td: Any, update: Callable):
+        self.greedy, self.update = td.greedy, update
+
+    def __call__(self, batch: tuple) -> Any:
+        return self.update(batch)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structure", default="conv")
@@ -73,11 +83,11 @@ def main() -> None:
     workload.frames(500)
 
     stages, operations = Counter(), Counter()
-    agent.act = timed(stages, "stage: act (greedy forward on 90% of frames)", agent.act)
+    agent.act = timed(stages, "stage: act (greedy action on 90% of frames)", agent.act)
     agent.game.act = timed(stages, "stage: game step", agent.game.act)
     agent.replay.sample_tensors = timed(stages, "stage: replay sample", agent.replay.sample_tensors)
     agent.optimizer.step = timed(stages, "stage: optimizer step (RMSprop, compiled)", agent.optimizer.step)
-    agent.td = timed(stages, "stage: TD loss and gradients", agent.td)
+    agent.td = TimedTD(agent.td, timed(stages, "stage: TD loss and gradients", agent.td))
     start = time.perf_counter()
     if options.operations:
         with OperationTimes(operations):
