@@ -146,14 +146,16 @@ class SharedConv(nn.Module):
                 p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, filters = x.shape[0], self.conv.out_channels
-        out = torch.mm(self.conv.weight.view(filters, -1), self.unfold(x)).view(filters, -1, batch)
-        return out.add_(self.conv.bias.view(filters, 1, 1)).view(self.out_features, batch).t()
+        return self.feature_major(x)[0].t()
 
-    def unfold(self, x: torch.Tensor) -> torch.Tensor:
-        """(C*9, positions * batch): column (position, sample) holds that sample's kernel window there."""
+    def feature_major(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs as (units, batch), and the unfolded input (C*9, positions * batch) whose column
+        (position, sample) holds that sample's kernel window there (what the weight gradient reads)."""
+        filters = self.conv.out_channels
         x = x.reshape(-1, self.in_features)
-        return x.t().contiguous().index_select(0, self.patches).view(self.conv.weight[0].numel(), -1)
+        unfolded = x.t().contiguous().index_select(0, self.patches).view(self.conv.weight[0].numel(), -1)
+        out = torch.addmm(self.conv.bias.unsqueeze(1), self.conv.weight.view(filters, -1), unfolded)
+        return out.view(self.out_features, -1), unfolded
 
     def connectivity(self) -> torch.Tensor:
         return receptive_field_mask(self.channels, self.conv.out_channels, self.kernel, self.size)

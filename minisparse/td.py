@@ -228,10 +228,7 @@ def _set_grads(layer: nn.Module, grad_out: torch.Tensor, x: torch.Tensor) -> Non
 def structured_forward(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-activations (units, batch) of the structured layer and the input its weight gradient needs."""
     if isinstance(layer, SharedConv):
-        unfolded = layer.unfold(states)
-        weight = layer.conv.weight.view(layer.conv.out_channels, -1)
-        out = torch.addmm(layer.conv.bias.unsqueeze(1), weight, unfolded)
-        return out.view(layer.out_features, -1), unfolded
+        return layer.feature_major(states)
     if layer.backend == "sparse":
         return layer.connections().product(layer.present_weights(), layer.bias, states), states
     return torch.addmm(layer.bias.unsqueeze(1), layer.weight, states.t()), states
@@ -242,8 +239,8 @@ def structured_gradients(layer: nn.Module, grad_out: torch.Tensor, inputs: torch
         grad_out = grad_out.reshape(layer.conv.out_channels, -1)
         layer.conv.weight.grad = torch.mm(grad_out, inputs.t()).view_as(layer.conv.weight)
         layer.conv.bias.grad = grad_out.sum(1)
-    else:
-        mode = layer.gradient_mode() if layer.backend == "sparse" else "dense"
-        layer.weight.grad = layer.connections().weight_gradient(grad_out, inputs, mode) if mode != "dense" \
-            else torch.mm(grad_out, inputs)
+    elif layer.backend == "sparse":
+        layer.weight.grad = layer.connections().weight_gradient(grad_out, inputs, layer.gradient_mode())
         layer.bias.grad = grad_out.sum(1)
+    else:
+        _set_grads(layer, grad_out, inputs.t())
