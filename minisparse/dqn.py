@@ -87,11 +87,9 @@ class Agent:
         use_backend(self.q, config.backend)
         self.engine = SparsityEngine(self.q, self.structure, specs, config.seed, config.mask_optimizer_state)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = make_optimizer(config, self.engine.trainable_parameters())
-        self.engine.attach(self.optimizer)
-        self.sparse_layers = {name: layer for name, layer in self.engine.layers().items()
-                              if layer.backend == "sparse" and layer.score is None}
         self.trainable = self.engine.trainable_parameters()
+        self.optimizer = make_optimizer(config, self.trainable)
+        self.engine.attach(self.optimizer)
         self.td = make_td(self.q, self.target, config.gamma, self.engine.frozen("structured"))
         self.game = Game(config.game, config.seed, config.sticky_action_prob, config.difficulty_ramping)
         self.replay = Replay(config.replay_capacity, (self.game.channels, 10, 10))
@@ -107,8 +105,7 @@ class Agent:
     def update(self) -> None:
         """One TD update on a uniform batch; loss and mean Q accumulate on the device (no host sync)."""
         batch = self.replay.sample_tensors(self.config.batch_size, self.rng, self.device)
-        for name, layer in self.sparse_layers.items():
-            layer.dense_gradient = self.engine.wants_dense_gradient(name)
+        self.engine.before_backward()
         for parameter in self.trainable:
             parameter.grad = None
         loss, mean_q = self.td(batch)

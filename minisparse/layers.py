@@ -45,9 +45,9 @@ class MaskedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features))
         self.register_buffer("mask", mask.clone().bool())
         self.score = nn.Parameter(torch.empty(out_features, in_features)) if scored else None
-        # Execution settings, not state: `use_backend` sets the backend; the DQN loop asks for the dense
-        # gradient (what RigL grows by) on the engine's connectivity-update steps only; the engine asks
-        # for a compact one (a sparse tensor of the present connections) when its optimizer takes it.
+        # Execution settings, not state: `use_backend` sets the backend; the engine asks for the dense
+        # gradient (what RigL grows by) on its connectivity-update steps only, and for a compact one
+        # (a sparse tensor of the present connections) when its optimizer takes it.
         self.backend = "dense"
         self.dense_gradient = False
         self.compact_gradient = False

@@ -70,6 +70,11 @@ class SparsityEngine:
         structure = self.structures[name]
         return structure.learns_connectivity and structure.is_update_step(self.step, self.specs[name])
 
+    def before_backward(self) -> None:
+        """Ask sparse-backend layers for the dense gradient on the steps that read it."""
+        for name, layer in self.layers().items():
+            layer.dense_gradient = self.wants_dense_gradient(name)
+
     def before_step(self) -> None:
         """Record what connectivity updates need, then keep absent connections' gradients at zero."""
         for name, layer in self.layers().items():
