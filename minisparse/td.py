@@ -21,12 +21,12 @@ loss, gradients and actions.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minisparse import kernels
 from minisparse.layers import MaskedLinear, SharedConv
 from minisparse.network import QNetwork
 
@@ -85,139 +85,88 @@ def supports(q: QNetwork) -> bool:
 
 class FastTD:
     """What AutogradTD gives (loss, mean Q(s, a), the trainable parameters' .grad, greedy actions),
-    computed by hand for the networks `supports` accepts."""
+    computed by hand for the networks `supports` accepts.
+
+    The matrix products run in torch: the structured layer's (structured_forward and
+    structured_gradients) and the hidden layer's forward for the online and the target network,
+    its weight gradient and, when the structured layer trains, its input gradient. Between them,
+    the head, the loss and the activations' gradients are compiled loops (kernels.py). The
+    hidden and head gradients live in buffers kept between updates.
+    """
 
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool):
         self.q, self.target, self.gamma = q, target, gamma
         self.frozen_structured = frozen_structured
         self.trains_structured = any(p.requires_grad for p in q.structured.parameters())
         self.slope = q.leaky_slope if q.activation == "leaky_relu" else 0.0
+        self._size = 0
 
     @torch.no_grad()
     def __call__(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         states, actions, rewards, dones = batch
-        q, target = self.q, self.target
-        size = actions.shape[0]
+        q, target, size = self.q, self.target, actions.shape[0]
+        if size != self._size:
+            self._allocate(size)
         if self.frozen_structured:
-            features, inputs = structured_forward(q.structured, states)
-            online_features, next_features = features[:, :size], features[:, size:]
+            pre, out, _ = self._structured_forward(q.structured, states)
+            online_pre, online_out, next_out = pre[:, :size], out[:, :size], out[:, size:]
         else:
-            online_features, inputs = structured_forward(q.structured, states[:size])
-            next_features, _ = structured_forward(target.structured, states[size:])
-        next_q = _linear(target.head, self._act(_linear(target.hidden, self._act(next_features)))).amax(0)
-
-        structured_out = self._act(online_features)
-        hidden_pre = _linear(q.hidden, structured_out)
-        hidden_out = self._act(hidden_pre)
-        q_values = _linear(q.head, hidden_out)
-        grad_q = torch.empty_like(q_values)
-        statistics = torch.empty(2, dtype=torch.float64)
-        _huber_td(q_values.numpy(), next_q.numpy(), actions.numpy(), rewards.numpy(), dones.numpy(), self.gamma,
-                  grad_q.numpy(), statistics.numpy())
-        _set_grads(q.head, grad_q, hidden_out)
-        grad_hidden = self._act_backward(torch.mm(q.head.weight.t(), grad_q), hidden_pre)
-        _set_grads(q.hidden, grad_hidden, structured_out)
+            online_pre, online_out, inputs = self._structured_forward(q.structured, states[:size])
+            next_out = self._structured_forward(target.structured, states[size:])[1]
+        torch.mm(target.hidden.weight, next_out, out=self.hidden_pre)
+        kernels.target_values(self.hidden_pre.numpy(), _array(target.hidden.bias), _array(target.head.weight),
+                              _array(target.head.bias), self.slope, self.next_q)
+        torch.mm(q.hidden.weight, online_out, out=self.hidden_pre)
+        grads = self.grads
+        kernels.head_step(self.hidden_pre.numpy(), _array(q.hidden.bias), _array(q.head.weight),
+                          _array(q.head.bias), self.slope, actions.numpy(), rewards.numpy(), dones.numpy(),
+                          self.next_q, self.gamma, self.grad_hidden_pre.numpy(), grads["hidden.bias"].numpy(),
+                          grads["head.weight"].numpy(), grads["head.bias"].numpy(), self.statistics.numpy())
+        torch.mm(self.grad_hidden_pre, online_out.t(), out=grads["hidden.weight"])
+        for name in ("hidden.weight", "hidden.bias", "head.weight", "head.bias"):
+            q.get_parameter(name).grad = grads[name]
         if self.trains_structured:
-            grad_structured = self._act_backward(torch.mm(grad_hidden.t(), q.hidden.weight).t(), online_features)
-            structured_gradients(q.structured, grad_structured, inputs)
-        return statistics[0], statistics[1]
+            grad_out = torch.mm(self.grad_hidden_pre.t(), q.hidden.weight)
+            grad_pre = torch.empty_like(online_pre)
+            kernels.activation_backward(grad_out.numpy(), online_pre.numpy(), self.slope, grad_pre.numpy())
+            structured_gradients(q.structured, grad_pre, inputs)
+        return self.statistics[0], self.statistics[1]
+
+    def _allocate(self, size: int) -> None:
+        units = self.q.hidden.out_features
+        self._size = size
+        self.hidden_pre, self.grad_hidden_pre = torch.empty(units, size), torch.empty(units, size)
+        self.next_q = np.empty(size, np.float32)
+        self.statistics = torch.empty(2, dtype=torch.float64)
+        self.grads = {name: torch.empty_like(p) for name, p in self.q.named_parameters()
+                      if name.startswith(("hidden.", "head."))}
+
+    def _structured_forward(self, layer: nn.Module, states: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pre-activations and activations (units, samples) of a structured layer, and the input
+        its weight gradient reads."""
+        pre, inputs = structured_forward(layer, states)
+        return pre, self._act(pre), inputs
 
     def greedy(self, observation: np.ndarray) -> int:
         """argmax_a Q(observation, a) in compiled loops: MinAtar frames are binary and sparse, so the
         structured layer adds up the weights of the few active inputs instead of multiplying."""
         q, structured = self.q, self.q.structured
         if isinstance(structured, SharedConv):
-            features = _conv_features(observation, _array(structured.conv.weight), _array(structured.conv.bias),
-                                      self.slope)
+            features = kernels.conv_features(observation, _array(structured.conv.weight),
+                                             _array(structured.conv.bias), self.slope)
         else:
-            features = _masked_features(observation, _array(structured.weight), _array(structured.bias), self.slope)
-        return int(_greedy_head(features, _array(q.hidden.weight), _array(q.hidden.bias), _array(q.head.weight),
-                                _array(q.head.bias), self.slope))
+            features = kernels.masked_features(observation.reshape(1, -1), _array(structured.weight),
+                                               _array(structured.bias), self.slope)
+        return int(kernels.greedy_action(features, _array(q.hidden.weight), _array(q.hidden.bias),
+                                         _array(q.head.weight), _array(q.head.bias), self.slope))
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(x, self.slope) if self.slope else F.relu(x)
 
-    def _act_backward(self, grad: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-        if self.slope:
-            return torch.ops.aten.leaky_relu_backward(grad, pre, self.slope, False)
-        return torch.ops.aten.threshold_backward(grad, pre, 0.0)
-
-
-@numba.njit(cache=True, nogil=True)
-def _huber_td(q_values, next_q, actions, rewards, dones, gamma, grad_q, statistics):  # pragma: no cover - compiled
-    """For Q (actions x batch): the TD error against r + gamma * (1 - done) * max Q_target(s'), the Huber
-    loss's mean and mean Q(s, a) into `statistics`, and d loss / d Q (clipped error / batch) into grad_q."""
-    size = actions.size
-    grad_q[:] = 0
-    loss = taken = 0.0
-    for b in range(size):
-        q = q_values[actions[b], b]
-        error = q - (rewards[b] + np.float32(gamma) * (np.float32(1.0) - dones[b]) * next_q[b])
-        loss += 0.5 * error * error if abs(error) < 1.0 else abs(error) - 0.5
-        taken += q
-        grad_q[actions[b], b] = min(max(error, np.float32(-1.0)), np.float32(1.0)) / np.float32(size)
-    statistics[0] = loss / size
-    statistics[1] = taken / size
-
-
-@numba.njit(cache=True, nogil=True)
-def _activate(x, slope):  # pragma: no cover - compiled
-    return x if x > 0 else slope * x
-
-
-@numba.njit(cache=True, nogil=True)
-def _conv_features(observation, weight, bias, slope):  # pragma: no cover - compiled
-    """Activated 3x3 valid-conv features (filter-major) of one binary (C, H, W) frame: each active
-    input adds its kernel entries to the outputs whose window holds it."""
-    filters, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
-    out = observation.shape[1] - kernel + 1
-    sums = np.empty((filters, out, out), np.float32)
-    for f in range(filters):
-        sums[f] = bias[f]
-    for c in range(channels):
-        for row in range(observation.shape[1]):
-            for column in range(observation.shape[2]):
-                if observation[c, row, column]:
-                    for dy in range(max(0, row - out + 1), min(kernel, row + 1)):
-                        for dx in range(max(0, column - out + 1), min(kernel, column + 1)):
-                            for f in range(filters):
-                                sums[f, row - dy, column - dx] += weight[f, c, dy, dx]
-    features = sums.reshape(-1)
-    for i in range(features.size):
-        features[i] = _activate(features[i], slope)
-    return features
-
-
-@numba.njit(cache=True, nogil=True)
-def _masked_features(observation, weight, bias, slope):  # pragma: no cover - compiled
-    """Activated features of a masked layer (absent weights are zero) for one binary frame, flat (C, H, W)."""
-    features = bias.copy()
-    flat = observation.shape[1] * observation.shape[2]
-    for c in range(observation.shape[0]):
-        for row in range(observation.shape[1]):
-            for column in range(observation.shape[2]):
-                if observation[c, row, column]:
-                    features += weight[:, c * flat + row * observation.shape[2] + column]
-    for i in range(features.size):
-        features[i] = _activate(features[i], slope)
-    return features
-
-
-@numba.njit(cache=True, nogil=True)
-def _greedy_head(features, hidden_weight, hidden_bias, head_weight, head_bias, slope):  # pragma: no cover
-    hidden = hidden_weight @ features + hidden_bias
-    for i in range(hidden.size):
-        hidden[i] = _activate(hidden[i], slope)
-    return np.argmax(head_weight @ hidden + head_bias)
-
 
 def _array(parameter: torch.Tensor) -> np.ndarray:
     return parameter.detach().numpy()
-
-
-def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x) feature-major: (out, batch) from (in, batch)."""
-    return torch.addmm(layer.bias.unsqueeze(1), layer.weight, x)
 
 
 def _set_grads(layer: nn.Module, grad_out: torch.Tensor, x: torch.Tensor) -> None:

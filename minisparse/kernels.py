@@ -1,0 +1,123 @@
+"""Compiled loops of the fast TD update and of acting (numba), for MinAtar's binary, sparse frames.
+
+Between the update's matrix products (torch, MKL) sit many small steps: activations, the
+target's max, the head, the Huber loss and their gradients. As torch operations each costs
+5-10 us of dispatch; here they are a few loops. The head's loss needs Q(s, a) of the taken
+action only, so the online head is one dot product per sample and its gradient one row.
+
+Acting evaluates one frame: a MinAtar frame has a few dozen active cells out of several
+hundred, so its structured layer adds up the weights of the active inputs instead of
+multiplying. Inputs are read as values (not assumed 0/1), so that is exact for any frame.
+
+Layouts: layer activations are feature-major (units, samples).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def activate(x, slope):  # pragma: no cover - compiled
+    return x if x > 0 else slope * x
+
+
+@numba.njit(cache=True, nogil=True)
+def activation_backward(grad_out, pre, slope, grad_pre):  # pragma: no cover - compiled
+    """d loss / d pre-activations (units, samples) from d loss / d activations given as (samples, units),
+    in tiles of 16 units so that both layouts are read and written a cache line at a time."""
+    units, samples = pre.shape
+    for start in range(0, units, 16):
+        for b in range(samples):
+            for u in range(start, min(start + 16, units)):
+                grad_pre[u, b] = grad_out[b, u] * (np.float32(1.0) if pre[u, b] > 0 else np.float32(slope))
+
+
+@numba.njit(cache=True, nogil=True)
+def target_values(hidden_pre, hidden_bias, head_weight, head_bias, slope, next_q):  # pragma: no cover
+    """max_a Q_target(s', a) per sample from the target's hidden pre-activations without bias (units, samples)."""
+    hidden = np.empty(hidden_pre.shape[0], np.float32)
+    for b in range(hidden_pre.shape[1]):
+        for h in range(hidden.size):
+            hidden[h] = activate(hidden_pre[h, b] + hidden_bias[h], slope)
+        values = head_weight @ hidden + head_bias
+        next_q[b] = values.max()
+
+
+@numba.njit(cache=True, nogil=True)
+def head_step(hidden_pre, hidden_bias, head_weight, head_bias, slope, actions, rewards, dones, next_q, gamma,
+              grad_hidden_pre, grad_hidden_bias, grad_head_weight, grad_head_bias, statistics):  # pragma: no cover
+    """Huber TD loss of Q(s, a) = head(act(hidden_pre + bias)) against r + gamma (1 - done) next_q.
+
+    Writes the loss's mean and mean Q(s, a) into `statistics`, the head's gradients, and the
+    gradient of the hidden layer's pre-activation (units, samples) and bias.
+    """
+    size = actions.size
+    grad_head_weight[:] = 0
+    grad_head_bias[:] = 0
+    grad_hidden_bias[:] = 0
+    hidden = np.empty(hidden_pre.shape[0], np.float32)
+    loss = taken = 0.0
+    for b in range(size):
+        a = actions[b]
+        q = head_bias[a]
+        for h in range(hidden.size):
+            hidden[h] = activate(hidden_pre[h, b] + hidden_bias[h], slope)
+            q += head_weight[a, h] * hidden[h]
+        error = q - (rewards[b] + np.float32(gamma) * (np.float32(1.0) - dones[b]) * next_q[b])
+        loss += 0.5 * error * error if abs(error) < 1.0 else abs(error) - 0.5
+        taken += q
+        grad = min(max(error, np.float32(-1.0)), np.float32(1.0)) / np.float32(size)
+        grad_head_bias[a] += grad
+        for h in range(hidden.size):
+            grad_head_weight[a, h] += grad * hidden[h]
+            slope_here = np.float32(1.0) if hidden_pre[h, b] + hidden_bias[h] > 0 else np.float32(slope)
+            grad_hidden_pre[h, b] = grad * head_weight[a, h] * slope_here
+            grad_hidden_bias[h] += grad_hidden_pre[h, b]
+    statistics[0] = loss / size
+    statistics[1] = taken / size
+
+
+@numba.njit(cache=True, nogil=True)
+def conv_features(observation, weight, bias, slope):  # pragma: no cover - compiled
+    """Activated 3x3 valid-conv features (filter-major) of one (C, H, W) frame: each active input
+    adds its kernel entries to the outputs whose window holds it."""
+    filters, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
+    out = observation.shape[1] - kernel + 1
+    sums = np.empty((filters, out, out), np.float32)
+    for f in range(filters):
+        sums[f] = bias[f]
+    for c in range(channels):
+        for row in range(observation.shape[1]):
+            for column in range(observation.shape[2]):
+                value = np.float32(observation[c, row, column])
+                if value != 0:
+                    for dy in range(max(0, row - out + 1), min(kernel, row + 1)):
+                        for dx in range(max(0, column - out + 1), min(kernel, column + 1)):
+                            for f in range(filters):
+                                sums[f, row - dy, column - dx] += weight[f, c, dy, dx] * value
+    features = sums.reshape(-1)
+    for i in range(features.size):
+        features[i] = activate(features[i], slope)
+    return features
+
+
+@numba.njit(cache=True, nogil=True)
+def masked_features(frame, weight, bias, slope):  # pragma: no cover - compiled
+    """Activated features of a masked layer (absent weights are zero) for one flat frame (1, C*H*W)."""
+    features = bias.copy()
+    for i in range(frame.shape[1]):
+        value = np.float32(frame[0, i])
+        if value != 0:
+            features += weight[:, i] * value
+    for i in range(features.size):
+        features[i] = activate(features[i], slope)
+    return features
+
+
+@numba.njit(cache=True, nogil=True)
+def greedy_action(features, hidden_weight, hidden_bias, head_weight, head_bias, slope):  # pragma: no cover
+    hidden = hidden_weight @ features + hidden_bias
+    for i in range(hidden.size):
+        hidden[i] = activate(hidden[i], slope)
+    return np.argmax(head_weight @ hidden + head_bias)
