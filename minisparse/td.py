@@ -6,9 +6,10 @@ hand-derived `FastTD` where the network allows it, else `AutogradTD` (modules an
 
 On a CPU, MinAtar's DQN update is a few matrix products and many tiny tensor operations that
 cost 5-10 us each; through modules and autograd there are about 80 of them, as much time as
-the products. Here the forward pass runs feature-major (units x batch, the layout whose
-products are fastest), the Huber loss gradient is written in closed form, and the backward pass
-is a dozen operations. A frozen structured layer (fixed weights, static connectivity) is the
+the products. Here the products run feature-major (units x batch, the layout whose products
+are fastest) and everything between them is a few compiled loops (kernels.py): the target's
+max, the head (Q(s, a) of the taken action only), the Huber loss and the activations'
+gradients in closed form. A frozen structured layer (fixed weights, static connectivity) is the
 same function in the online and target networks, so its features for the states and the next
 states come from one product, and no gradient flows into it. Acting's greedy action of one
 binary frame is a compiled loop that adds up the weights of the frame's few active inputs.
