@@ -53,7 +53,7 @@ class Workload:
 
 
 def minisparse_workload(config: Config, prefill: int) -> Workload:
-    """An Agent past its replay start with epsilon at its final value; frames run the loop of `_train`."""
+    """An Agent past its replay start with epsilon at its final value; frames run its training steps."""
     from minisparse.dqn import Agent
 
     agent = Agent(config)
@@ -61,22 +61,8 @@ def minisparse_workload(config: Config, prefill: int) -> Workload:
 
     def frames(n: int) -> None:
         nonlocal observation
-        c = agent.counters
         for _ in range(n):
-            action = agent.act(observation)
-            reward, done = agent.game.act(action)
-            next_observation = agent.game.observation()
-            agent.replay.add(observation, action, reward, next_observation, done)
-            c.frame += 1
-            if c.frame > config.replay_start:
-                if c.updates == 0:
-                    agent.begin_learning()
-                agent.update()
-            if done:
-                agent.game.reset()
-                observation = agent.game.observation()
-            else:
-                observation = next_observation
+            observation = agent.step(observation)[0]
 
     frames(prefill)
     return Workload(frames, agent.replay.nbytes / 2**20, agent)
@@ -122,7 +108,7 @@ def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",
     for row, config in configurations(game, list(structures), list(weights), list(sparsities), list(backends),
                                       seed, prefill):
         grid.append((row, lambda config=config: minisparse_workload(config, prefill)))
-    _warm_up(grid, min(prefill, 300))
+    _warm_up(grid, game, min(prefill, 300))
     workloads: list[Workload] = []
     for row, build in grid:
         echo(f"preparing {row.name}")
@@ -146,7 +132,7 @@ def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",
     return [row for row, _ in grid]
 
 
-def _warm_up(grid: list[tuple[Row, Callable[[], Workload]]], prefill: int) -> None:
+def _warm_up(grid: list[tuple[Row, Callable[[], Workload]]], game: str, prefill: int) -> None:
     """Run each kind of workload briefly first, so torch's one-time initialisation (kernels,
     allocator pools, MKL buffers) is not counted in the first configuration's memory."""
     seen = set()
@@ -155,10 +141,11 @@ def _warm_up(grid: list[tuple[Row, Callable[[], Workload]]], prefill: int) -> No
             continue
         seen.add(row.backend)
         if row.backend == "-":
-            workload = baseline_workload("breakout", 0, prefill)
+            workload = baseline_workload(game, 0, prefill)
         else:
-            config = Config(structure=row.structure, weights=row.weights, sparsity=row.sparsity, backend=row.backend,
-                            replay_start=prefill, replay_capacity=prefill + 100, device="cpu", threads=1)
+            config = Config(game=game, structure=row.structure, weights=row.weights, sparsity=row.sparsity,
+                            backend=row.backend, replay_start=prefill, replay_capacity=prefill + 100, device="cpu",
+                            threads=1)
             workload = minisparse_workload(config, prefill)
         workload.frames(50)
 

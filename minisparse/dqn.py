@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -96,6 +96,29 @@ class Agent:
         self.rng = np.random.default_rng(config.seed)
         self.counters = Counters()
         self._statistics = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def step(self, observation: np.ndarray, on_learning_start: Callable[[], None] = lambda: None
+             ) -> tuple[np.ndarray, float, bool]:
+        """One frame: act, store the transition, and update once past the replay start.
+
+        Returns the observation to act on next (after a terminal, the new episode's first),
+        the reward and whether the episode ended. `on_learning_start` runs once, when learning
+        has begun and before the first update.
+        """
+        action = self.act(observation)
+        reward, done = self.game.act(action)
+        next_observation = self.game.observation()
+        self.replay.add(observation, action, reward, next_observation, done)
+        self.counters.frame += 1
+        if self.counters.frame > self.config.replay_start:
+            if self.counters.updates == 0:
+                self.begin_learning()
+                on_learning_start()
+            self.update()
+        if done:
+            self.game.reset()
+            next_observation = self.game.observation()
+        return next_observation, reward, done
 
     def act(self, observation: np.ndarray) -> int:
         if self.rng.random() < epsilon(self.config, self.counters.frame):
@@ -183,31 +206,22 @@ def _train(agent: Agent, path: Path) -> None:
     clock = _Clock(c.seconds)
     log_time, log_frame = time.monotonic(), c.frame
     observation = agent.game.observation()
+
+    def write_start_masks() -> None:
+        rundir.write_masks(path / "masks" / "start.npz", agent.engine.masks())
+
     try:
         with _stop_on_signals() as stop:
             while c.frame < config.frames:
-                action = agent.act(observation)
-                reward, done = agent.game.act(action)
-                next_observation = agent.game.observation()
-                agent.replay.add(observation, action, reward, next_observation, done)
-                c.frame += 1
+                observation, reward, done = agent.step(observation, write_start_masks)
                 c.episode_return += reward
                 c.episode_length += 1
-                if c.frame > config.replay_start:
-                    if c.updates == 0:
-                        agent.begin_learning()
-                        rundir.write_masks(path / "masks" / "start.npz", agent.engine.masks())
-                    agent.update()
                 if done:
                     c.episodes += 1
                     c.episode_rows.append([c.frame, c.episodes, c.episode_return, c.episode_length,
                                            epsilon(config, c.frame), round(clock.seconds(), 3)])
                     progress.episode(c.episode_return)
                     c.episode_return, c.episode_length = 0.0, 0
-                    agent.game.reset()
-                    observation = agent.game.observation()
-                else:
-                    observation = next_observation
                 progress.advance(c.frame, epsilon(config, c.frame))
                 if c.frame % config.log_every == 0 or c.frame == config.frames:
                     now = time.monotonic()

@@ -1,0 +1,48 @@
+"""`minisparse bench` from the command line: the table and JSON it promises, and one-line errors.
+
+Speeds are not asserted (a timed unit test would only measure the machine); the figures'
+consistency is: ratios against the baseline row, one row per configuration, the layer table.
+"""
+import json
+
+import pytest
+
+from conftest import minisparse
+from test_cli_errors import assert_one_line_error
+
+
+def test_bench_writes_the_table_and_json_it_promises(tmp_path):
+    out = tmp_path / "results" / "bench.json"
+    result = minisparse("bench", "--structures", "conv,random", "--weights", "fixed", "--sparsities", "0.95",
+                        "--backends", "dense,sparse", "--prefill", "64", "--frames", "20", "--rounds", "2",
+                        "--layers", "0.05,0.5", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names == ["baseline (plain PyTorch)", "conv fixed", "random fixed s=0.95 dense",
+                     "random fixed s=0.95 sparse"]
+    baseline = report["rows"][0]["frames_per_s"]
+    for row in report["rows"]:
+        assert len(row["rounds"]) == 2 and row["frames_per_s"] == pytest.approx(max(row["rounds"]))
+        assert row["ratio"] == pytest.approx(row["frames_per_s"] / baseline, rel=1e-3)
+        assert row["peak_rss_mb"] is None or row["peak_rss_mb"] >= 0
+        assert row["name"] in result.stdout
+    assert report["rows"][0]["replay_mb"] is None
+    assert all(row["replay_mb"] > 0 for row in report["rows"][1:])
+    assert [layer["density"] for layer in report["layers"]] == [0.05, 0.5]
+    assert all(layer["dense_us"] > 0 and layer["sparse_us"] > 0 for layer in report["layers"])
+    assert f"measured crossover density: {report['crossover_density']}" in result.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--structures", "conv,nope"], ["nope", "conv", "random"]),
+    (["--backends", "fast"], ["fast", "dense", "sparse", "auto"]),
+    (["--weights", "frozen"], ["frozen", "learned", "fixed"]),
+    (["--sparsities", "lots"], ["lots"]),
+    (["--game", "pong"], ["pong", "breakout"]),
+])
+def test_bench_bad_input_is_one_line(args, expected, tmp_path):
+    out = tmp_path / "bench.json"
+    result = minisparse("bench", "--prefill", "64", "--frames", "5", "--rounds", "1", "--json", str(out), *args)
+    assert_one_line_error(result, expected)
+    assert not out.exists()
