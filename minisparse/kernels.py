@@ -1,4 +1,4 @@
-"""Compiled loops of the fast TD update and of acting (numba), for MinAtar's binary, sparse frames.
+"""Compiled loops (numba) of the fast TD update and of acting.
 
 Between the update's matrix products (torch, MKL) sit many small steps: activations, the
 target's max, the head, the Huber loss and their gradients. As torch operations each costs
