@@ -118,11 +118,11 @@ class FastTD:
         kernels.target_values(self.hidden_pre.numpy(), _array(target.hidden.bias), _array(target.head.weight),
                               _array(target.head.bias), self.slope, self.next_q)
         torch.mm(q.hidden.weight, online_out, out=self.hidden_pre)
-        grads = self.grads
+        grads, statistics = self.grads, torch.empty(2, dtype=torch.float64)
         kernels.head_step(self.hidden_pre.numpy(), _array(q.hidden.bias), _array(q.head.weight),
                           _array(q.head.bias), self.slope, actions.numpy(), rewards.numpy(), dones.numpy(),
                           self.next_q, self.gamma, self.grad_hidden_pre.numpy(), grads["hidden.bias"].numpy(),
-                          grads["head.weight"].numpy(), grads["head.bias"].numpy(), self.statistics.numpy())
+                          grads["head.weight"].numpy(), grads["head.bias"].numpy(), statistics.numpy())
         torch.mm(self.grad_hidden_pre, online_out.t(), out=grads["hidden.weight"])
         for name in ("hidden.weight", "hidden.bias", "head.weight", "head.bias"):
             q.get_parameter(name).grad = grads[name]
@@ -131,14 +131,13 @@ class FastTD:
             grad_pre = torch.empty_like(online_pre)
             kernels.activation_backward(grad_out.numpy(), online_pre.numpy(), self.slope, grad_pre.numpy())
             structured_gradients(q.structured, grad_pre, inputs)
-        return self.statistics[0], self.statistics[1]
+        return statistics[0], statistics[1]
 
     def _allocate(self, size: int) -> None:
         units = self.q.hidden.out_features
         self._size = size
         self.hidden_pre, self.grad_hidden_pre = torch.empty(units, size), torch.empty(units, size)
         self.next_q = np.empty(size, np.float32)
-        self.statistics = torch.empty(2, dtype=torch.float64)
         self.grads = {name: torch.empty_like(p) for name, p in self.q.named_parameters()
                       if name.startswith(("hidden.", "head."))}
 

@@ -86,3 +86,12 @@ def test_fast_greedy_actions_are_the_networks_argmax(structure, backend, activat
         if agent.game.act(int(rng.integers(6)))[1]:
             agent.game.reset()
     assert len(set(actions)) > 1  # the frames tell the actions apart, so agreement is not by chance
+
+
+def test_fast_td_results_stay_valid_after_the_next_update():
+    agent = Agent(Config())
+    assert isinstance(agent.td, FastTD)
+    loss, mean_q = agent.td(random_batch(agent, 0))
+    first = (loss.item(), mean_q.item())
+    agent.td(random_batch(agent, 1))
+    assert (loss.item(), mean_q.item()) == first
