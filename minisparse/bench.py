@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from torch import nn
 
 from minisparse.config import Config
 
@@ -216,37 +217,40 @@ def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int 
 
 
 def _layer_update(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int) -> Callable[[], None]:
-    """One update of a fresh masked layer on `backend` as the fast TD update runs it (td.py), warmed up.
+    """One update of a fresh masked layer on `backend` as the fast TD update runs it (td.py) and the
+    sparsity engine's hooks around it (a static random structure), warmed up.
 
     Its loss is half the squared outputs summed over units, averaged over the batch.
     """
     from minisparse.layers import MaskedLinear
     from minisparse.optim import RMSprop
+    from minisparse.sparsity import SparsityEngine
+    from minisparse.structure import LayerSpec, make_structure
     from minisparse.td import structured_forward, structured_gradients
 
-    layer = MaskedLinear(mask)
+    network = nn.Module()
+    network.structured = layer = MaskedLinear(mask)
     layer.reset_parameters(torch.Generator().manual_seed(1))
     target = MaskedLinear(mask).requires_grad_(False)
     target.load_state_dict(layer.state_dict())
     layer.backend = target.backend = backend
+    units, inputs = mask.shape
+    spec = LayerSpec("structured", inputs, units, int(mask.sum()) // units, inputs // 100, False, 10**9)
+    engine = SparsityEngine(network, make_structure("random", {}), {"structured": spec}, seed=0)
     optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
-    dense_mask = mask.float() if backend == "dense" else None
-    if backend == "sparse":  # as SparsityEngine.attach: compact gradients, present connections stepped
-        optimizer.connections[layer.weight] = layer.connection_index
-        layer.compact_gradient = True
+    engine.attach(optimizer)
     batches = iter(range(10**9))
 
     @torch.no_grad()
     def update() -> None:
         x = pool[next(batches) % len(pool)]
+        engine.before_backward()
         structured_forward(target, x[batch:])
         out, inputs = structured_forward(layer, x[:batch])
         structured_gradients(layer, out.div_(batch), inputs)
-        if dense_mask is not None:  # as SparsityEngine.before_step / after_step on a masked dense layer
-            layer.weight.grad.mul_(dense_mask)
+        engine.before_step()
         optimizer.step()
-        if dense_mask is not None:
-            layer.weight.mul_(dense_mask)
+        engine.after_step()
 
     for _ in range(20):
         update()
