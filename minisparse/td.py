@@ -169,11 +169,6 @@ def _array(parameter: torch.Tensor) -> np.ndarray:
     return parameter.detach().numpy()
 
 
-def _set_grads(layer: nn.Module, grad_out: torch.Tensor, x: torch.Tensor) -> None:
-    layer.weight.grad = torch.mm(grad_out, x.t())
-    layer.bias.grad = grad_out.sum(1)
-
-
 def structured_forward(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-activations (units, batch) of the structured layer and the input its weight gradient needs."""
     if isinstance(layer, SharedConv):
@@ -184,12 +179,14 @@ def structured_forward(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Te
 
 
 def structured_gradients(layer: nn.Module, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
+    """The structured layer's .grad from d loss / d its pre-activations (units, batch) and `inputs`."""
     if isinstance(layer, SharedConv):
         grad_out = grad_out.reshape(layer.conv.out_channels, -1)
         layer.conv.weight.grad = torch.mm(grad_out, inputs.t()).view_as(layer.conv.weight)
         layer.conv.bias.grad = grad_out.sum(1)
-    elif layer.backend == "sparse":
-        layer.weight.grad = layer.connections().weight_gradient(grad_out, inputs, layer.gradient_mode())
-        layer.bias.grad = grad_out.sum(1)
     else:
-        _set_grads(layer, grad_out, inputs.t())
+        if layer.backend == "sparse":
+            layer.weight.grad = layer.connections().weight_gradient(grad_out, inputs, layer.gradient_mode())
+        else:
+            layer.weight.grad = torch.mm(grad_out, inputs)
+        layer.bias.grad = grad_out.sum(1)
