@@ -185,42 +185,44 @@ def _status(key: str) -> int:
     return 0
 
 
-def layer_benchmark(densities: tuple[float, ...], channels: int = 4, units: int = 1024, batch: int = 32,
-                    repeats: int = 100, rounds: int = 5) -> list[dict[str, Any]]:
-    """The structured layer's own update, masked dense vs sparse backend, across densities.
+def layer_benchmark(densities: tuple[float, ...], units: int = 1024, inputs: int = 400, trains: bool = True,
+                    batch: int = 32, repeats: int = 100, rounds: int = 5) -> list[dict[str, Any]]:
+    """The structured layer's own work per DQN step, masked dense vs sparse backend, across densities.
 
-    One update of the layer as the DQN step runs it: forward of the next batch through the
-    target's copy, forward of the batch, the weight gradient, the engine's mask hooks and a
-    centered RMSprop step. Input is random binary frames at MinAtar's density (~10%), a fresh
-    batch each update (a repeated batch makes centered RMSprop's variance 0 - 0 and its sqrt
-    slow NaN arithmetic). The two backends' timed blocks alternate, best block counts, so a
-    change in the machine's speed hits both alike.
+    A trained layer's step as the fast TD update runs it: forward of the next batch through
+    the target's copy, forward of the batch, the weight gradient, the engine's mask hooks and a
+    centered RMSprop step. A frozen layer's (fixed weights) is one forward of batch and next
+    batch together. Input is random binary frames at MinAtar's density (~10%), a fresh batch
+    each step (a repeated batch makes centered RMSprop's variance 0 - 0 and its sqrt slow NaN
+    arithmetic). The two backends' timed blocks alternate, best block counts, so a change in
+    the machine's speed hits both alike.
     """
     torch.set_num_threads(1)
-    inputs = channels * 100
     generator = torch.Generator().manual_seed(0)
     pool = (torch.rand(64, 2 * batch, inputs, generator=generator) < 0.1).float()
     results = []
     for density in densities:
         mask = torch.rand(units, inputs, generator=generator) < density
-        updates = {backend: _layer_update(mask, backend, pool, batch) for backend in ("dense", "sparse")}
-        best = {backend: float("inf") for backend in updates}
+        steps = {backend: _layer_step(mask, backend, pool, batch, trains) for backend in ("dense", "sparse")}
+        best = {backend: float("inf") for backend in steps}
         for _ in range(rounds):
-            for backend, update in updates.items():
+            for backend, step in steps.items():
                 start = time.process_time()
                 for _ in range(repeats):
-                    update()
+                    step()
                 best[backend] = min(best[backend], (time.process_time() - start) / repeats)
-        results.append({"density": density, "dense_us": best["dense"] * 1e6, "sparse_us": best["sparse"] * 1e6,
-                        "speedup": best["dense"] / best["sparse"]})
+        results.append({"units": units, "inputs": inputs, "trains": trains, "density": density,
+                        "connections": int(mask.sum()), "dense_us": best["dense"] * 1e6,
+                        "sparse_us": best["sparse"] * 1e6, "speedup": best["dense"] / best["sparse"]})
     return results
 
 
-def _layer_update(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int) -> Callable[[], None]:
-    """One update of a fresh masked layer on `backend` as the fast TD update runs it (td.py) and the
-    sparsity engine's hooks around it (a static random structure), warmed up.
+def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int, trains: bool
+                ) -> Callable[[], None]:
+    """One step of a fresh masked layer on `backend` as the fast TD update runs it (td.py), with the
+    sparsity engine's hooks around a trained one (a static random structure), warmed up.
 
-    Its loss is half the squared outputs summed over units, averaged over the batch.
+    A trained layer's loss is half the squared outputs summed over units, averaged over the batch.
     """
     from minisparse.layers import MaskedLinear
     from minisparse.optim import RMSprop
@@ -235,7 +237,7 @@ def _layer_update(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: i
     target.load_state_dict(layer.state_dict())
     layer.backend = target.backend = backend
     units, inputs = mask.shape
-    spec = LayerSpec("structured", inputs, units, int(mask.sum()) // units, inputs // 100, False, 10**9)
+    spec = LayerSpec("structured", inputs, units, int(mask.sum()) // units, inputs // 100, not trains, 10**9)
     engine = SparsityEngine(network, make_structure("random", {}), {"structured": spec}, seed=0)
     optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
     engine.attach(optimizer)
@@ -252,9 +254,14 @@ def _layer_update(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: i
         optimizer.step()
         engine.after_step()
 
+    @torch.no_grad()
+    def forward() -> None:
+        structured_forward(layer, pool[next(batches) % len(pool)])
+
+    step = update if trains else forward
     for _ in range(20):
-        update()
-    return update
+        step()
+    return step
 
 
 def crossover(results: list[dict[str, Any]]) -> float | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from minisparse.config import BACKENDS, GAMES, WEIGHT_MODES, ConfigError
+from minisparse.config import BACKENDS, CHANNELS, GAMES, WEIGHT_MODES, ConfigError
 
 
 def _floats(text: str) -> tuple[float | None, ...]:
@@ -53,7 +53,8 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Include the plain PyTorch DQN (benchmarks/baseline_dqn.py) as the reference row.")
 @click.option("--layers", "layer_densities", default=None, metavar="D1,D2,...",
-              help="Also time the structured layer's update alone, dense vs sparse, at these densities.")
+              help="Also time the game's structured layer alone, dense vs sparse, at these densities "
+                   "(per weight mode: a trained layer's update, a frozen one's forward).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the results as JSON here.")
 def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, prefill: int, frames: int,
@@ -69,6 +70,7 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
 
     from minisparse.bench import (BASELINE_FILE, crossover, format_layer_table, format_table, layer_benchmark,
                                   run_benchmark)
+    from minisparse.layers import crossover_density
     from minisparse.structure import available
 
     if game not in GAMES:
@@ -88,12 +90,17 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
                               "torch": torch.__version__, "numpy": np.__version__,
                               "rows": [asdict(r) for r in rows]}
     if densities:
-        layers = layer_benchmark(tuple(d for d in densities if d is not None))
-        click.echo("\nstructured layer update alone (1024 units, batch 32, CPU us), masked dense vs sparse\n")
-        click.echo(format_layer_table(layers))
-        click.echo(f"measured crossover density: {crossover(layers)}")
-        result["layers"] = layers
-        result["crossover_density"] = crossover(layers)
+        inputs = CHANNELS[game] * 100
+        result["layers"] = {}
+        for mode in modes:
+            trains = mode == "learned"
+            layers = layer_benchmark(tuple(d for d in densities if d is not None), inputs=inputs, trains=trains)
+            measured, model = crossover(layers), crossover_density(1024, inputs, trains)
+            click.echo(f"\nstructured layer alone, {mode} weights ({'update' if trains else 'forward'}; "
+                       f"1024 x {inputs}, batch 32, CPU us), masked dense vs sparse\n")
+            click.echo(format_layer_table(layers))
+            click.echo(f"measured crossover density: {measured}; auto's model: {model:.3f}")
+            result["layers"][mode] = {"steps": layers, "crossover_density": measured, "auto_crossover": model}
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2))

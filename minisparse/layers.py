@@ -17,9 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Below this density `auto` runs a masked layer on the sparse backend: the crossover that
-# `minisparse bench --layers` measures for the 1024-unit structured layer on one CPU thread.
-AUTO_SPARSE_BELOW = 0.2
+# What `auto` decides by: CPU microseconds of a masked layer's work per DQN step on one thread,
+# a * size + b * (units + inputs) + c per backend, size being its weight entries (dense) or
+# present connections (sparse); trained layers (forward, target forward, gradient, optimizer
+# step) and frozen ones (one forward). Fitted by benchmarks/fit_auto_backend.py.
+BACKEND_COSTS = {
+    True: {"dense": (0.00411, 0.0, 60.0), "sparse": (0.0138, 0.119, 259.0)},  # trained
+    False: {"dense": (0.00145, 0.00911, 27.4), "sparse": (0.00723, 0.0366, 39.2)},  # frozen
+}
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -198,15 +203,27 @@ def layer_capacity(layer: nn.Module) -> dict[str, float]:
 
 
 def use_backend(network: nn.Module, backend: str) -> None:
-    """Run every masked layer of `network` on `backend`: dense, sparse, or auto (sparse below the
-    crossover density on a CPU; dense elsewhere, where no crossover has been measured)."""
+    """Run every masked layer of `network` on `backend`: dense, sparse, or auto (on a CPU, sparse
+    below the layer's crossover density; dense elsewhere, where no crossover has been measured).
+    A frozen layer's weights must already be frozen: it only runs forward, so its crossover differs."""
     for layer in network.modules():
         if isinstance(layer, MaskedLinear):
             if backend == "auto":
-                sparse = layer.mask.device.type == "cpu" and float(layer.mask.float().mean()) < AUTO_SPARSE_BELOW
+                density = float(layer.mask.float().mean())
+                sparse = layer.mask.device.type == "cpu" and density < crossover_density(
+                    layer.out_features, layer.in_features, layer.weight.requires_grad)
                 layer.backend = "sparse" if sparse else "dense"
             else:
                 layer.backend = backend
+
+
+def crossover_density(units: int, inputs: int, trains: bool,
+                      costs: dict[bool, dict[str, tuple[float, float, float]]] = BACKEND_COSTS) -> float:
+    """The density below which the sparse backend is predicted faster for a units x inputs layer."""
+    dense, sparse = costs[trains]["dense"], costs[trains]["sparse"]
+    entries, edges = units * inputs, units + inputs
+    dense_us = dense[0] * entries + dense[1] * edges + dense[2]
+    return min(1.0, max(0.0, (dense_us - sparse[1] * edges - sparse[2]) / (sparse[0] * entries)))
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,12 @@ def test_bench_writes_the_table_and_json_it_promises(tmp_path):
         assert row["name"] in result.stdout
     assert report["rows"][0]["replay_mb"] is None
     assert all(row["replay_mb"] > 0 for row in report["rows"][1:])
-    assert [layer["density"] for layer in report["layers"]] == [0.05, 0.5]
-    assert all(layer["dense_us"] > 0 and layer["sparse_us"] > 0 for layer in report["layers"])
-    assert f"measured crossover density: {report['crossover_density']}" in result.stdout
-
+    layers = report["layers"]["fixed"]
+    assert list(report["layers"]) == ["fixed"]
+    assert [step["density"] for step in layers["steps"]] == [0.05, 0.5]
+    assert all(step["inputs"] == 400 and not step["trains"] for step in layers["steps"])
+    assert all(step["dense_us"] > 0 and step["sparse_us"] > 0 for step in layers["steps"])
+    assert f"measured crossover density: {layers['crossover_density']}; auto's model: " in result.stdout
 
 @pytest.mark.parametrize("args, expected", [
     (["--structures", "conv,nope"], ["nope", "conv", "random"]),

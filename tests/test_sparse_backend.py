@@ -4,7 +4,7 @@ import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.layers import AUTO_SPARSE_BELOW, MaskedLinear, use_backend
+from minisparse.layers import MaskedLinear, crossover_density, use_backend
 
 
 def layer_pair(density: float, seed: int = 0) -> tuple[MaskedLinear, MaskedLinear]:
@@ -56,12 +56,31 @@ def test_an_in_place_mask_change_is_seen_by_the_next_forward():
     torch.testing.assert_close(sparse(x), dense(x), rtol=1e-5, atol=1e-5)
 
 
-def test_auto_picks_sparse_only_below_the_crossover_density():
-    low, _ = layer_pair(AUTO_SPARSE_BELOW / 2)
-    high, _ = layer_pair(min(1.0, AUTO_SPARSE_BELOW * 2))
+def test_auto_picks_sparse_only_below_the_layers_crossover_density():
+    crossover = crossover_density(256, 400, trains=True)
+    low, _ = layer_pair(crossover / 2)
+    high, _ = layer_pair(min(1.0, crossover * 2))
     use_backend(low, "auto")
     use_backend(high, "auto")
     assert low.backend == "sparse" and high.backend == "dense"
+
+
+def test_the_crossover_falls_for_small_layers_whose_sparse_overheads_weigh_more():
+    for trains in (True, False):
+        crossovers = [crossover_density(units, inputs, trains) for units, inputs in ((128, 400), (1024, 1000))]
+        assert 0 <= crossovers[0] < crossovers[1] < 1
+
+
+def test_auto_decides_a_frozen_layer_by_its_forward_only_crossover():
+    """Fixed weights make a frozen layer; the agent must freeze it before auto picks its backend."""
+    learned, frozen = crossover_density(1024, 400, True), crossover_density(1024, 400, False)
+    assert learned != frozen
+    density = (learned + frozen) / 2
+    backends = {weights: Agent(Config(structure="random", weights=weights, sparsity=1 - density,
+                                      replay_capacity=100)).q.structured.backend
+                for weights in ("learned", "fixed")}
+    assert backends == {"learned": "sparse" if learned > frozen else "dense",
+                        "fixed": "dense" if learned > frozen else "sparse"}
 
 
 def run_agent(backend: str, updates: int, **config) -> tuple[Agent, list[float]]:
