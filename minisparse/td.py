@@ -92,11 +92,14 @@ class FastTD:
     structured_gradients) and the hidden layer's forward for the online and the target network,
     its weight gradient and, when the structured layer trains, its input gradient. Between them,
     the head, the loss and the activations' gradients are compiled loops (kernels.py). The
-    hidden and head gradients live in buffers kept between updates.
+    hidden and head gradients live in buffers kept between updates. The loops read the
+    parameters through numpy views made once: every change to a parameter (optimizer steps,
+    target syncs, checkpoint loads, the engine) is in place, so the views stay current.
     """
 
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool):
         self.q, self.target, self.gamma = q, target, gamma
+        self.online, self.offline = _arrays(q), _arrays(target)
         self.frozen_structured = frozen_structured
         self.trains_structured = any(p.requires_grad for p in q.structured.parameters())
         self.slope = q.leaky_slope if q.activation == "leaky_relu" else 0.0
@@ -115,17 +118,18 @@ class FastTD:
             online_pre, online_out, inputs = self._structured_forward(q.structured, states[:size])
             next_out = self._structured_forward(target.structured, states[size:])[1]
         torch.mm(target.hidden.weight, next_out, out=self.hidden_pre)
-        kernels.target_values(self.hidden_pre.numpy(), _array(target.hidden.bias), _array(target.head.weight),
-                              _array(target.head.bias), self.slope, self.next_q)
+        offline, online = self.offline, self.online
+        kernels.target_values(self.hidden_pre.numpy(), offline["hidden.bias"], offline["head.weight"],
+                              offline["head.bias"], self.slope, self.next_q)
         torch.mm(q.hidden.weight, online_out, out=self.hidden_pre)
-        grads, statistics = self.grads, torch.empty(2, dtype=torch.float64)
-        kernels.head_step(self.hidden_pre.numpy(), _array(q.hidden.bias), _array(q.head.weight),
-                          _array(q.head.bias), self.slope, actions.numpy(), rewards.numpy(), dones.numpy(),
-                          self.next_q, self.gamma, self.grad_hidden_pre.numpy(), grads["hidden.bias"].numpy(),
-                          grads["head.weight"].numpy(), grads["head.bias"].numpy(), statistics.numpy())
-        torch.mm(self.grad_hidden_pre, online_out.t(), out=grads["hidden.weight"])
-        for name in ("hidden.weight", "hidden.bias", "head.weight", "head.bias"):
-            q.get_parameter(name).grad = grads[name]
+        grads, statistics = self.grad_arrays, torch.empty(2, dtype=torch.float64)
+        kernels.head_step(self.hidden_pre.numpy(), online["hidden.bias"], online["head.weight"], online["head.bias"],
+                          self.slope, actions.numpy(), rewards.numpy(), dones.numpy(), self.next_q, self.gamma,
+                          self.grad_hidden_pre.numpy(), grads["hidden.bias"], grads["head.weight"], grads["head.bias"],
+                          statistics.numpy())
+        torch.mm(self.grad_hidden_pre, online_out.t(), out=self.grads["hidden.weight"])
+        for parameter, grad in self.grad_slots:
+            parameter.grad = grad
         if self.trains_structured:
             grad_out = torch.mm(self.grad_hidden_pre.t(), q.hidden.weight)
             grad_pre = torch.empty_like(online_pre)
@@ -138,8 +142,10 @@ class FastTD:
         self._size = size
         self.hidden_pre, self.grad_hidden_pre = torch.empty(units, size), torch.empty(units, size)
         self.next_q = np.empty(size, np.float32)
-        self.grads = {name: torch.empty_like(p) for name, p in self.q.named_parameters()
-                      if name.startswith(("hidden.", "head."))}
+        parameters = {name: p for name, p in self.q.named_parameters() if name.startswith(("hidden.", "head."))}
+        self.grads = {name: torch.empty_like(p) for name, p in parameters.items()}
+        self.grad_arrays = {name: grad.numpy() for name, grad in self.grads.items()}
+        self.grad_slots = [(p, self.grads[name]) for name, p in parameters.items()]
 
     def _structured_forward(self, layer: nn.Module, states: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -151,22 +157,23 @@ class FastTD:
     def greedy(self, observation: np.ndarray) -> int:
         """argmax_a Q(observation, a) in compiled loops: MinAtar frames are binary and sparse, so the
         structured layer adds up the weights of the few active inputs instead of multiplying."""
-        q, structured = self.q, self.q.structured
-        if isinstance(structured, SharedConv):
-            features = kernels.conv_features(observation, _array(structured.conv.weight),
-                                             _array(structured.conv.bias), self.slope)
+        online = self.online
+        if isinstance(self.q.structured, SharedConv):
+            features = kernels.conv_features(observation, online["structured.conv.weight"],
+                                             online["structured.conv.bias"], self.slope)
         else:
-            features = kernels.masked_features(observation.reshape(1, -1), _array(structured.weight),
-                                               _array(structured.bias), self.slope)
-        return int(kernels.greedy_action(features, _array(q.hidden.weight), _array(q.hidden.bias),
-                                         _array(q.head.weight), _array(q.head.bias), self.slope))
+            features = kernels.masked_features(observation.reshape(1, -1), online["structured.weight"],
+                                               online["structured.bias"], self.slope)
+        return int(kernels.greedy_action(features, online["hidden.weight"], online["hidden.bias"],
+                                         online["head.weight"], online["head.bias"], self.slope))
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(x, self.slope) if self.slope else F.relu(x)
 
 
-def _array(parameter: torch.Tensor) -> np.ndarray:
-    return parameter.detach().numpy()
+def _arrays(network: nn.Module) -> dict[str, np.ndarray]:
+    """numpy views sharing the parameters' memory, by name."""
+    return {name: p.detach().numpy() for name, p in network.named_parameters()}
 
 
 def structured_forward(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
