@@ -230,17 +230,16 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
     from minisparse.structure import LayerSpec, make_structure
     from minisparse.td import structured_forward, structured_gradients
 
-    network = nn.Module()
+    network, target_network = nn.Module(), nn.Module()
     network.structured = layer = MaskedLinear(mask)
     layer.reset_parameters(torch.Generator().manual_seed(1))
-    target = MaskedLinear(mask).requires_grad_(False)
+    target_network.structured = target = MaskedLinear(mask).requires_grad_(False)
     target.load_state_dict(layer.state_dict())
-    layer.backend = target.backend = backend
     units, inputs = mask.shape
     spec = LayerSpec("structured", inputs, units, int(mask.sum()) // units, inputs // 100, not trains, 10**9)
-    engine = SparsityEngine(network, make_structure("random", {}), {"structured": spec}, seed=0)
+    engine = SparsityEngine(network, make_structure("random", {}), {"structured": spec}, seed=0, backend=backend)
     optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
-    engine.attach(optimizer)
+    engine.attach(optimizer, target_network)
     batches = iter(range(10**9))
 
     @torch.no_grad()

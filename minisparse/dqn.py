@@ -21,7 +21,6 @@ import torch
 from minisparse import rundir
 from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS, Game
-from minisparse.layers import use_backend
 from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
 from minisparse.progress import Progress
@@ -84,12 +83,12 @@ class Agent:
         self.structure = make_structure(config.structure, config.structure_options, config.plugins)
         specs = layer_specs(config)
         self.q = build_network(config, self.structure, torch.Generator().manual_seed(config.seed)).to(self.device)
-        self.engine = SparsityEngine(self.q, self.structure, specs, config.seed, config.mask_optimizer_state)
-        use_backend(self.q, config.backend)
+        self.engine = SparsityEngine(self.q, self.structure, specs, config.seed, config.mask_optimizer_state,
+                                     config.backend)
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.trainable = self.engine.trainable_parameters()
         self.optimizer = make_optimizer(config, self.trainable)
-        self.engine.attach(self.optimizer)
+        self.engine.attach(self.optimizer, self.target)
         self.td = make_td(self.q, self.target, config.gamma, self.engine.frozen("structured"))
         self.game = Game(config.game, config.seed, config.sticky_action_prob, config.difficulty_ramping)
         self.replay = Replay(config.replay_capacity, (self.game.channels, 10, 10))

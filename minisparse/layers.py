@@ -3,7 +3,7 @@
 Masks are buffers, so state_dict, checkpoints, deep copies and target-network syncs carry
 them with no extra code. Only the sparsity engine changes a mask or the weights it hides.
 
-A masked layer runs on one of two backends (`use_backend`): masked dense matrices, or torch's
+A masked layer runs on one of two backends (the engine sets it): masked dense matrices, or torch's
 sparse CSR kernels over the present connections only. Both keep the dense `weight` as the one
 source of truth, so checkpoints, the engine and the optimizer's state do not depend on it.
 """
@@ -50,7 +50,7 @@ class MaskedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features))
         self.register_buffer("mask", mask.clone().bool())
         self.score = nn.Parameter(torch.empty(out_features, in_features)) if scored else None
-        # Execution settings, not state: `use_backend` sets the backend; the engine asks for the dense
+        # Execution settings, not state: the engine sets the backend (`backend_for`) and asks for the dense
         # gradient (what RigL grows by) on its connectivity-update steps only, and for a compact one
         # (a sparse tensor of the present connections) when its optimizer takes it.
         self.backend = "dense"
@@ -202,19 +202,17 @@ def layer_capacity(layer: nn.Module) -> dict[str, float]:
             "flops": 2 * connections}
 
 
-def use_backend(network: nn.Module, backend: str) -> None:
-    """Run every masked layer of `network` on `backend`: dense, sparse, or auto (on a CPU, sparse
-    below the layer's crossover density; dense elsewhere, where no crossover has been measured).
-    A frozen layer's weights must already be frozen: it only runs forward, so its crossover differs."""
-    for layer in network.modules():
-        if isinstance(layer, MaskedLinear):
-            if backend == "auto":
-                density = float(layer.mask.float().mean())
-                sparse = layer.mask.device.type == "cpu" and density < crossover_density(
-                    layer.out_features, layer.in_features, layer.weight.requires_grad)
-                layer.backend = "sparse" if sparse else "dense"
-            else:
-                layer.backend = backend
+def backend_for(layer: MaskedLinear, requested: str) -> str:
+    """`requested` (dense or sparse), or for auto the backend predicted faster for the layer as it is
+    now: on a CPU, sparse below its crossover density (a frozen layer only runs forward, so its
+    crossover differs); dense elsewhere, where no crossover has been measured."""
+    if requested != "auto":
+        return requested
+    if layer.mask.device.type != "cpu":
+        return "dense"
+    density = float(layer.mask.float().mean())
+    trains = layer.weight.requires_grad
+    return "sparse" if density < crossover_density(layer.out_features, layer.in_features, trains) else "dense"
 
 
 def crossover_density(units: int, inputs: int, trains: bool,

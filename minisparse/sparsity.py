@@ -1,6 +1,6 @@
 """The sparsity engine: the one place that touches masks, absent connections' gradients,
-frozen weights and optimizer state. The DQN loop calls its hooks around each optimizer step
-and never asks which structure it is running.
+frozen weights, optimizer state and the backend a masked layer runs on. The DQN loop calls its
+hooks around each optimizer step and never asks which structure it is running.
 """
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from minisparse.layers import MaskedLinear
+from minisparse.layers import MaskedLinear, backend_for
 from minisparse.network import layer_structures
 from minisparse.structure import LayerSpec, Signals, Structure
 
 
 class SparsityEngine:
     def __init__(self, network: nn.Module, structure: Structure, specs: dict[str, LayerSpec],
-                 seed: int, mask_optimizer_state: bool = True):
-        self.network, self.specs = network, specs
+                 seed: int, mask_optimizer_state: bool = True, backend: str = "dense"):
+        self.network, self.specs, self.backend = network, specs, backend
         self.structures = layer_structures(structure, specs)
         self.mask_optimizer_state = mask_optimizer_state
         self.generator = torch.Generator().manual_seed(seed + 1)
@@ -24,6 +24,7 @@ class SparsityEngine:
         self.topology_changes = 0
         self.changed = {name: 0 for name in specs}
         self.optimizer: torch.optim.Optimizer | None = None
+        self.target: nn.Module | None = None
         self._signals: dict[str, Signals] = {}
         self._float_masks: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
         found = {name: getattr(network, name) for name in specs}
@@ -32,6 +33,7 @@ class SparsityEngine:
             for name, parameter in network.structured.named_parameters():
                 if name != "score":
                     parameter.requires_grad_(False)
+        self._use_backends()
 
     def layers(self) -> dict[str, MaskedLinear]:
         """The masked layers this engine manages (a shared conv has no mask to manage)."""
@@ -44,16 +46,29 @@ class SparsityEngine:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Zero the state of changed connections in `optimizer`. An optimizer that can step only
-        present connections (optim.RMSprop) learns them for sparse-backend layers, from their
-        compact gradients; their absent weights then never move, so nothing needs re-masking."""
-        self.optimizer = optimizer
-        for layer in self.layers().values():
-            if hasattr(optimizer, "connections") and layer.backend == "sparse" and layer.weight.requires_grad \
-                    and layer.score is None:
-                optimizer.connections[layer.weight] = layer.connection_index
-                layer.compact_gradient = True
+    def attach(self, optimizer: torch.optim.Optimizer, target: nn.Module | None = None) -> None:
+        """Zero the state of changed connections in `optimizer`, and keep the layers of `target` (a copy
+        of the network, such as the DQN's target network) on the backends of the network's layers."""
+        self.optimizer, self.target = optimizer, target
+        self._use_backends()
+
+    def _use_backends(self) -> None:
+        """Run each masked layer on the requested backend (auto: the one predicted faster at the layer's
+        current density, so a layer that pruning thins moves to sparse once sparse is faster).
+        An optimizer that can step present connections only (optim.RMSprop) does so for sparse-backend
+        layers, from their compact gradients; their absent weights then never move, so nothing needs
+        re-masking."""
+        for name, layer in self.layers().items():
+            layer.backend = backend_for(layer, self.backend)
+            if self.target is not None:
+                getattr(self.target, name).backend = layer.backend
+            steps_present = hasattr(self.optimizer, "connections") and layer.backend == "sparse" \
+                and layer.weight.requires_grad and layer.score is None
+            layer.compact_gradient = steps_present
+            if steps_present:
+                self.optimizer.connections[layer.weight] = layer.connection_index
+            elif hasattr(self.optimizer, "connections"):
+                self.optimizer.connections.pop(layer.weight, None)
 
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""
@@ -64,6 +79,7 @@ class SparsityEngine:
                     layer.mask.copy_(mask)
                 layer.reset_parameters(self.generator)
                 self.topology_changes += 1
+        self._use_backends()
 
     def wants_dense_gradient(self, name: str) -> bool:
         """Whether this update's step reads the layer's dense gradient (to decide where to grow)."""
@@ -125,6 +141,7 @@ class SparsityEngine:
                         state[changed] = 0
         self.changed[name] += count
         self.topology_changes += 1
+        self._use_backends()
 
     def masks(self) -> dict[str, np.ndarray]:
         """Connectivity of every wired layer, as booleans (a shared conv's is its receptive fields)."""
@@ -147,6 +164,7 @@ class SparsityEngine:
         self.topology_changes = int(state["topology_changes"])
         self.changed = {name: int(v) for name, v in state["changed"].items()}
         self.generator.set_state(state["generator"])
+        self._use_backends()
 
 
 def _soft_threshold(values: torch.Tensor, threshold: float) -> None:

@@ -4,7 +4,7 @@ import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.layers import MaskedLinear, crossover_density, use_backend
+from minisparse.layers import MaskedLinear, backend_for, crossover_density
 
 
 def layer_pair(density: float, seed: int = 0) -> tuple[MaskedLinear, MaskedLinear]:
@@ -60,9 +60,8 @@ def test_auto_picks_sparse_only_below_the_layers_crossover_density():
     crossover = crossover_density(256, 400, trains=True)
     low, _ = layer_pair(crossover / 2)
     high, _ = layer_pair(min(1.0, crossover * 2))
-    use_backend(low, "auto")
-    use_backend(high, "auto")
-    assert low.backend == "sparse" and high.backend == "dense"
+    assert backend_for(low, "auto") == "sparse" and backend_for(high, "auto") == "dense"
+    assert backend_for(high, "sparse") == "sparse" and backend_for(low, "dense") == "dense"
 
 
 def test_the_crossover_falls_for_small_layers_whose_sparse_overheads_weigh_more():
@@ -81,6 +80,27 @@ def test_auto_decides_a_frozen_layer_by_its_forward_only_crossover():
                 for weights in ("learned", "fixed")}
     assert backends == {"learned": "sparse" if learned > frozen else "dense",
                         "fixed": "dense" if learned > frozen else "sparse"}
+
+
+
+def test_auto_moves_a_layer_that_pruning_thins_to_the_sparse_backend_and_resumes_there():
+    config = Config(structure="prune", structure_options={"start": 0.0, "end": 0.5, "period": 20}, frames=400,
+                    replay_start=100, replay_capacity=500, backend="auto")
+    agent = Agent(config)
+    layer = agent.q.structured
+    assert layer.backend == agent.target.structured.backend == "dense"  # pruning starts dense
+    observation = agent.game.observation()
+    for _ in range(config.frames):
+        observation, _, _ = agent.step(observation)
+    density = float(layer.mask.float().mean())
+    assert density < crossover_density(1024, 400, trains=True)
+    assert layer.backend == agent.target.structured.backend == "sparse"
+    assert layer.weight in agent.optimizer.connections  # steps the present connections only
+    assert torch.all(layer.weight[~layer.mask] == 0)
+    resumed = Agent(config)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed.q.structured.backend == resumed.target.structured.backend == "sparse"
+    assert resumed.q.structured.weight in resumed.optimizer.connections
 
 
 def run_agent(backend: str, updates: int, **config) -> tuple[Agent, list[float]]:
