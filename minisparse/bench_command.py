@@ -90,11 +90,11 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
                               "torch": torch.__version__, "numpy": np.__version__,
                               "rows": [asdict(r) for r in rows]}
     if densities:
-        inputs = CHANNELS[game] * 100
+        inputs, timed = CHANNELS[game] * 100, tuple(d for d in densities if d is not None)
         result["layers"] = {}
         for mode in modes:
             trains = mode == "learned"
-            layers = layer_benchmark(tuple(d for d in densities if d is not None), inputs=inputs, trains=trains)
+            layers = layer_benchmark(timed, inputs=inputs, trains=trains)
             measured, model = crossover(layers), crossover_density(1024, inputs, trains)
             click.echo(f"\nstructured layer alone, {mode} weights ({'update' if trains else 'forward'}; "
                        f"1024 x {inputs}, batch 32, CPU us), masked dense vs sparse\n")

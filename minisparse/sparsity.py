@@ -58,17 +58,17 @@ class SparsityEngine:
         An optimizer that can step present connections only (optim.RMSprop) does so for sparse-backend
         layers, from their compact gradients; their absent weights then never move, so nothing needs
         re-masking."""
+        connections = getattr(self.optimizer, "connections", None)
         for name, layer in self.layers().items():
             layer.backend = backend_for(layer, self.backend)
             if self.target is not None:
                 getattr(self.target, name).backend = layer.backend
-            steps_present = hasattr(self.optimizer, "connections") and layer.backend == "sparse" \
+            layer.compact_gradient = connections is not None and layer.backend == "sparse" \
                 and layer.weight.requires_grad and layer.score is None
-            layer.compact_gradient = steps_present
-            if steps_present:
-                self.optimizer.connections[layer.weight] = layer.connection_index
-            elif hasattr(self.optimizer, "connections"):
-                self.optimizer.connections.pop(layer.weight, None)
+            if layer.compact_gradient:
+                connections[layer.weight] = layer.connection_index
+            elif connections is not None:
+                connections.pop(layer.weight, None)
 
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""

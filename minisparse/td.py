@@ -99,7 +99,7 @@ class FastTD:
 
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool):
         self.q, self.target, self.gamma = q, target, gamma
-        self.online, self.offline = _arrays(q), _arrays(target)
+        self.q_arrays, self.target_arrays = _arrays(q), _arrays(target)
         self.frozen_structured = frozen_structured
         self.trains_structured = any(p.requires_grad for p in q.structured.parameters())
         self.slope = q.leaky_slope if q.activation == "leaky_relu" else 0.0
@@ -118,7 +118,7 @@ class FastTD:
             online_pre, online_out, inputs = self._structured_forward(q.structured, states[:size])
             next_out = self._structured_forward(target.structured, states[size:])[1]
         torch.mm(target.hidden.weight, next_out, out=self.hidden_pre)
-        offline, online = self.offline, self.online
+        online, offline = self.q_arrays, self.target_arrays
         kernels.target_values(self.hidden_pre.numpy(), offline["hidden.bias"], offline["head.weight"],
                               offline["head.bias"], self.slope, self.next_q)
         torch.mm(q.hidden.weight, online_out, out=self.hidden_pre)
@@ -157,7 +157,7 @@ class FastTD:
     def greedy(self, observation: np.ndarray) -> int:
         """argmax_a Q(observation, a) in compiled loops: MinAtar frames are binary and sparse, so the
         structured layer adds up the weights of the few active inputs instead of multiplying."""
-        online = self.online
+        online = self.q_arrays
         if isinstance(self.q.structured, SharedConv):
             features = kernels.conv_features(observation, online["structured.conv.weight"],
                                              online["structured.conv.bias"], self.slope)
