@@ -230,17 +230,25 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
     from minisparse.structure import LayerSpec, make_structure
     from minisparse.td import structured_forward, structured_gradients
 
-    network, target_network = nn.Module(), nn.Module()
+    network = nn.Module()
     network.structured = layer = MaskedLinear(mask)
     layer.reset_parameters(torch.Generator().manual_seed(1))
-    target_network.structured = target = MaskedLinear(mask).requires_grad_(False)
-    target.load_state_dict(layer.state_dict())
     units, inputs = mask.shape
     spec = LayerSpec("structured", inputs, units, int(mask.sum()) // units, inputs // 100, not trains, 10**9)
     engine = SparsityEngine(network, make_structure("random", {}), {"structured": spec}, seed=0, backend=backend)
+    batches = iter(range(10**9))
+
+    @torch.no_grad()
+    def forward() -> None:
+        structured_forward(layer, pool[next(batches) % len(pool)])
+
+    if not trains:
+        return _warmed_up(forward)
+    target_network = nn.Module()
+    target_network.structured = target = MaskedLinear(mask).requires_grad_(False)
+    target.load_state_dict(layer.state_dict())
     optimizer = RMSprop(list(layer.parameters()), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
     engine.attach(optimizer, target_network)
-    batches = iter(range(10**9))
 
     @torch.no_grad()
     def update() -> None:
@@ -253,12 +261,11 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
         optimizer.step()
         engine.after_step()
 
-    @torch.no_grad()
-    def forward() -> None:
-        structured_forward(layer, pool[next(batches) % len(pool)])
+    return _warmed_up(update)
 
-    step = update if trains else forward
-    for _ in range(20):
+
+def _warmed_up(step: Callable[[], None], steps: int = 20) -> Callable[[], None]:
+    for _ in range(steps):
         step()
     return step
 
