@@ -65,13 +65,17 @@ def test_initialisation_is_scaled_by_each_units_real_fan_in():
 
 
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
-def test_masked_weights_stay_exactly_zero_after_every_step(optimizer):
+def test_masked_weights_and_their_optimizer_state_stay_exactly_zero(optimizer):
     net, engine, opt = network_and_engine("random", optimizer=optimizer)
     before = net.structured.weight.detach().clone()
     train_steps(net, engine, opt)
     layer = net.structured
     assert layer.weight[~layer.mask].abs().max() == 0
     assert not torch.equal(layer.weight, before)  # the present connections did learn
+    moments = [v for v in opt.state[layer.weight].values() if torch.is_tensor(v) and v.shape == layer.mask.shape]
+    assert len(moments) == 2
+    for moment in moments:  # absent connections' gradients were zero before every step
+        assert moment[~layer.mask].abs().max() == 0 and moment[layer.mask].abs().max() > 0
 
 
 @pytest.mark.parametrize("structure", ["random", "conv", "dense"])
