@@ -91,8 +91,9 @@ class Config:
                      "hidden_units", "dense_units", "threads", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if self.replay_start < 0 or self.epsilon_frames < 0:
-            raise ConfigError("replay-start and epsilon-frames must be >= 0")
+        for name in ("replay_start", "epsilon_frames"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.batch_size > self.replay_capacity:
             raise ConfigError(
                 f"batch size {self.batch_size} is larger than the replay capacity {self.replay_capacity}")

@@ -118,6 +118,20 @@ def episodes(study: Path) -> pd.DataFrame:
     return load_runs(study)
 
 
+def middle_half_mean(*strata: np.ndarray, axis: int = -1) -> np.ndarray:
+    """hand_iqm of the strata pooled, along `axis` (a bootstrap statistic)."""
+    values = np.sort(np.concatenate(strata, axis=axis), axis=axis)
+    quarter = values.shape[axis] // 4
+    return values.take(range(quarter, values.shape[axis] - quarter), axis=axis).mean(axis=axis)
+
+
+def mean_improvement(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+    """P(X > Y) (ties half) averaged over games, from samples x1, y1, x2, y2, ... (bootstrap statistic)."""
+    pairs = [(x[..., :, None] > y[..., None, :]) + 0.5 * (x[..., :, None] == y[..., None, :])
+             for x, y in zip(samples[::2], samples[1::2])]
+    return np.mean([p.mean(axis=(-1, -2)) for p in pairs], axis=0)
+
+
 def hand_iqm(values: list[float]) -> float:
     """Mean of the middle half after sorting (len divisible by 4)."""
     values = sorted(values)
@@ -219,6 +233,8 @@ def test_final_performance_iqm_per_game_and_across_games(episodes: pd.DataFrame)
             assert row["iqm"].item() == pytest.approx(hand_iqm(finals), abs=1e-9)
             assert row["ci_low"].item() <= row["iqm"].item() <= row["ci_high"].item()
             assert min(finals) <= row["ci_low"].item() and row["ci_high"].item() <= max(finals)
+            expected = bootstrap_ci([np.array(finals, float)], middle_half_mean, 500, 0.95, seed=0)
+            assert (row["ci_low"].item(), row["ci_high"].item()) == pytest.approx(expected, abs=1e-12)
     for weights in ("learned", "fixed"):
         for structure in ("conv", "random", "set", "dense"):
             pooled = [f / REFERENCE_RETURNS[game] for game in ("breakout", "asterix")
@@ -227,6 +243,10 @@ def test_final_performance_iqm_per_game_and_across_games(episodes: pd.DataFrame)
                         & (table["structure"] == structure)]
             assert row["iqm"].item() == pytest.approx(hand_iqm(pooled), abs=1e-9)
             assert row["runs"].item() == 8 and row["measure"].item() == "return / DQN reference"
+            strata = [np.array(SCORES[(game, weights)][structure], float) / REFERENCE_RETURNS[game]
+                      for game in ("asterix", "breakout")]  # runs resampled within each game
+            expected = bootstrap_ci(strata, middle_half_mean, 500, 0.95, seed=0)
+            assert (row["ci_low"].item(), row["ci_high"].item()) == pytest.approx(expected, abs=1e-12)
 
 
 def test_iqm_matches_sorting_and_averaging_the_middle_half() -> None:
@@ -281,6 +301,12 @@ def test_probability_of_improvement_counts_pairs_and_averages_over_games(episode
             assert row["ci_low"].item() <= row["probability"].item() <= row["ci_high"].item()
             assert 0 <= row["ci_low"].item() and row["ci_high"].item() <= 1
             assert row["games"].item() == 2
+            first, second = sorted((x, y))  # each unordered pair is bootstrapped once, games as strata
+            samples = [np.array(SCORES[(g, weights)][s], float) for g in ("asterix", "breakout")
+                       for s in (first, second)]
+            low, high = bootstrap_ci(samples, mean_improvement, 300, 0.95, seed=0)
+            expected = (low, high) if x == first else (1 - high, 1 - low)
+            assert (row["ci_low"].item(), row["ci_high"].item()) == pytest.approx(expected, abs=1e-12)
     # conv vs set under fixed weights on breakout has ties: (3,3), (4,4), (5,5) count half.
     assert hand_improvement([2, 3, 4, 5], [3, 4, 5, 6]) == pytest.approx((0 + 0.5 + 1.5 + 2.5) / 16)
 

@@ -15,6 +15,11 @@ CASES = {
     "unknown weights": (["--weights", "frozen"], ["frozen", "learned", "fixed"]),
     "not a number": (["--lr", "fast"], ["fast"]),
     "unknown structure option": (["--structure", "random", "-o", "bogus=1"], ["bogus", "per_unit"]),
+    "gamma above one": (["--gamma", "1.5"], ["gamma", "1.5", "[0, 1]"]),
+    "zero learning rate": (["--lr", "0"], ["lr", "0", "> 0"]),
+    "negative replay start": (["--replay-start", "-5"], ["replay-start", "-5", ">= 0"]),
+    "negative epsilon frames": (["--epsilon-frames", "-1"], ["epsilon-frames", "-1", ">= 0"]),
+    "zero target period": (["--target-period", "0"], ["target-period", "0", "> 0"]),
 }
 
 
@@ -98,3 +103,32 @@ def test_checkpoint_never_unpickles_arbitrary_objects(tiny_run, tmp_path):
 
 def test_resume_takes_no_other_options(tiny_run):
     assert_one_line_error(minisparse("run", "--resume", str(tiny_run), "--frames", "10"), ["--resume", "frames"])
+
+
+def test_resume_with_a_checkpoint_of_another_config(tiny_run, tmp_path):
+    from minisparse.config import Config
+    from minisparse.dqn import Agent
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    torch.save(Agent(Config(structure="conv", replay_start=500, replay_capacity=2000)).state_dict(),
+               run / "checkpoint.pt")
+    before = (run / "episodes.csv").read_bytes()
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["does not match its config"])
+    assert (run / "episodes.csv").read_bytes() == before
+
+
+STRUCTURES_CASES = {
+    "unknown structure": (["show", "nope", "--out", "{out}/x.png"], ["nope", "conv", "rigl"]),
+    "picture suffix": (["show", "random", "--out", "{out}/x.txt"], ["x.txt", ".png", ".pdf"]),
+    "run without masks": (["show", "{out}", "--out", "{out}/pictures"], ["masks/start.npz"]),
+    "unknown game": (["--game", "pong"], ["pong", "breakout", "space_invaders"]),
+}
+
+
+@pytest.mark.parametrize("case", STRUCTURES_CASES, ids=list(STRUCTURES_CASES))
+def test_bad_structures_options(case, tmp_path):
+    args, expected = STRUCTURES_CASES[case]
+    result = minisparse("structures", *(a.format(out=tmp_path) for a in args))
+    assert_one_line_error(result, expected)
+    assert not any(tmp_path.iterdir())
