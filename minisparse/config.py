@@ -133,7 +133,8 @@ class Config:
         return hashlib.sha1(blob).hexdigest()[:8]
 
 
-# Settings that change how a run executes but not what it computes.
+# Settings that change how a run executes, not what it computes: results agree to float
+# rounding, so runs that differ only in these are one experiment (one run folder, one variant).
 EXECUTION_KEYS = frozenset({"device", "backend", "threads", "checkpoint_every", "log_every"})
 
 # Observation channels of each MinAtar game (10 x 10 x C).

@@ -29,8 +29,8 @@ class RMSprop(torch.optim.Optimizer):
     results agree with torch's to rounding, and the state (step, square_avg, grad_avg) is
     torch's: checkpoints load in either optimizer.
     A parameter registered in `connections` (a sparse-backend layer's weight) is updated only at
-    the flat indices its callable returns: entries off the mask have zero gradient, weight and
-    (when the engine masks moments) state, which a dense step would leave as they are, so
+    the flat indices its callable returns: the engine registers one only while entries off the
+    mask have zero gradient, weight and state, which a dense step would leave as they are, so
     skipping them changes nothing but the cost. Its gradient may be dense or a sparse tensor of
     exactly those entries in that order (`Connections.compact`).
     """

@@ -56,15 +56,16 @@ class SparsityEngine:
         """Run each masked layer on the requested backend (auto: the one predicted faster at the layer's
         current density, so a layer that pruning thins moves to sparse once sparse is faster).
         An optimizer that can step present connections only (optim.RMSprop) does so for sparse-backend
-        layers, from their compact gradients; their absent weights then never move, so nothing needs
-        re-masking."""
+        layers, from their compact gradients, when absent connections' state is kept at zero (a dense
+        step would decay the stale state the ablation keeps); their absent weights then never move, so
+        nothing needs re-masking."""
         connections = getattr(self.optimizer, "connections", None)
         for name, layer in self.layers().items():
             layer.backend = backend_for(layer, self.backend)
             if self.target is not None:
                 getattr(self.target, name).backend = layer.backend
             layer.compact_gradient = connections is not None and layer.backend == "sparse" \
-                and layer.weight.requires_grad and layer.score is None
+                and layer.weight.requires_grad and layer.score is None and self.mask_optimizer_state
             if layer.compact_gradient:
                 connections[layer.weight] = layer.connection_index
             elif connections is not None:

@@ -144,3 +144,18 @@ def test_rigl_grows_the_same_connections_on_either_backend():
     sparse, _ = run_agent("sparse", 31, structure="rigl", structure_options=options, sparsity=0.95, frames=1000)
     assert dense.engine.topology_changes >= 3
     assert torch.equal(sparse.q.structured.mask, dense.q.structured.mask)
+
+
+def test_the_no_state_masking_ablation_steps_every_entry_on_either_backend():
+    # The ablation keeps dropped connections' optimizer state, which every dense step decays; a step
+    # over present connections only would freeze it, so the sparse backend steps every entry here.
+    options = {"period": 10}
+    runs = {backend: run_agent(backend, 41, structure="set", structure_options=options, sparsity=0.95,
+                               frames=1000, mask_optimizer_state=False)[0] for backend in ("dense", "sparse")}
+    dense, sparse = runs["dense"].q.structured, runs["sparse"].q.structured
+    assert sparse.backend == "sparse" and sparse.weight not in runs["sparse"].optimizer.connections
+    assert runs["dense"].engine.topology_changes >= 4
+    assert torch.equal(sparse.mask, dense.mask)
+    for name in ("square_avg", "grad_avg"):
+        torch.testing.assert_close(runs["sparse"].optimizer.state[sparse.weight][name],
+                                   runs["dense"].optimizer.state[dense.weight][name], rtol=1e-4, atol=1e-9)
