@@ -103,13 +103,14 @@ class SparsityEngine:
     @torch.no_grad()
     def after_step(self) -> None:
         """Apply L1 penalties, re-impose masks after the optimizer moved weights, then apply
-        connectivity updates."""
+        connectivity updates. A scored layer's gate already hides the weights off its mask; they
+        keep their values so that their scores still get a gradient (edge-popup)."""
         for name, layer in self.layers().items():
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
             if strength > 0:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,
                                 strength * self.optimizer.param_groups[0]["lr"])
-            if layer.weight.requires_grad and not layer.compact_gradient:
+            if layer.weight.requires_grad and not layer.compact_gradient and layer.score is None:
                 layer.weight.mul_(self._float_mask(layer))
             signals = self._signals.pop(name, None)
             if signals is not None:
@@ -135,7 +136,8 @@ class SparsityEngine:
             return
         layer.mask.copy_(new_mask)
         if layer.weight.requires_grad:
-            layer.weight.mul_(new_mask)  # dropped go to zero; grown were zero, so they start at zero
+            if layer.score is None:  # dropped go to zero; grown were zero, so they start at zero
+                layer.weight.mul_(new_mask)
             if self.mask_optimizer_state and self.optimizer is not None:
                 for state in self.optimizer.state.get(layer.weight, {}).values():
                     if torch.is_tensor(state) and state.shape == changed.shape:

@@ -174,3 +174,16 @@ def test_l1_shrinks_weights_and_its_mask_reaches_the_budget(tmp_path):
     prune_weights = torch.load(prune / "model.pt", weights_only=True)["structured.weight"]
     assert torch.isfinite(l1_weights).all()
     assert l1_weights.abs().sum() < 0.9 * prune_weights.abs().sum()
+
+
+def test_supermask_scores_off_the_mask_keep_learning_in_learned_mode():
+    net, engine, opt = engine_for("supermask", optimizer="adam", period=1000)
+    layer = net.structured
+    initial = layer.score.detach().clone()
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        step(net, engine, opt, generator)
+    absent = ~layer.mask
+    assert (layer.score.grad[absent] != 0).float().mean() > 0.5  # their weights, hidden, carry a gradient
+    assert (layer.score[absent] != initial[absent]).float().mean() > 0.5
+    assert layer.effective_weight()[absent].abs().max() == 0
