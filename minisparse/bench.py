@@ -234,7 +234,7 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
     network.structured = layer = MaskedLinear(mask)
     layer.reset_parameters(torch.Generator().manual_seed(1))
     units, inputs = mask.shape
-    spec = LayerSpec("structured", inputs, units, int(mask.sum()) // units, inputs // 100, not trains, 10**9)
+    spec = LayerSpec("structured", inputs, units, int(mask.sum()) // units, inputs // 100, not trains, 10**9, 0)
     engine = SparsityEngine(network, make_structure("random", {}), {"structured": spec}, seed=0, backend=backend)
     batches = iter(range(10**9))
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minisparse.config import Config
+from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS
 from minisparse.layers import layer_capacity
 from minisparse.structure import LayerSpec, Structure, make_structure
@@ -81,7 +81,7 @@ def layer_specs(config: Config) -> dict[str, LayerSpec]:
                             fan_in=max(1, round(densities[name] * inputs)),
                             channels=config.channels if name == "structured" else 0,
                             fixed=config.weights == "fixed" and name == "structured",
-                            total_updates=total_updates)
+                            total_updates=total_updates, frames_before_learning=config.replay_start)
             for name, (units, inputs) in shapes.items()}
 
 
@@ -95,10 +95,14 @@ def build_network(config: Config, structure: Structure, generator: torch.Generat
     """A freshly initialised network whose sparse layers `structure` wires."""
     specs = layer_specs(config)
     wiring = layer_structures(structure, specs)
-    layers = {name: wiring[name].build(spec, generator) for name, spec in specs.items()}
-    if layers["structured"].out_features != config.hidden_units:
-        raise ValueError(f"structure {structure.name} built {layers['structured'].out_features} units, "
-                         f"expected {config.hidden_units}")
+    try:
+        layers = {name: wiring[name].build(spec, generator) for name, spec in specs.items()}
+    except ValueError as error:  # the structure cannot wire a layer of this config
+        raise ConfigError(f"structure {structure.name}: {error}") from None
+    units = layers["structured"].out_features
+    if units != config.hidden_units:
+        raise ConfigError(f"structure {structure.name} builds {units} hidden units; "
+                          f"--hidden-units {config.hidden_units} would need another structure")
     hidden = layers.get("hidden") or nn.Linear(config.hidden_units, config.dense_units)
     head = nn.Linear(config.dense_units, NUM_ACTIONS)
     layers["structured"].reset_parameters(generator)

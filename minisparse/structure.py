@@ -38,6 +38,7 @@ class LayerSpec:
     channels: int           # image channels of the input, 0 when the input is not an image
     fixed: bool             # weight values frozen at their initial values
     total_updates: int      # length of training, for schedules
+    frames_before_learning: int  # the random-policy frames begin_learning reads
 
     @property
     def connections(self) -> int:

@@ -16,7 +16,7 @@ class Local(Structure):
 
     def initial_mask(self, spec: LayerSpec, generator: torch.Generator) -> torch.Tensor:
         if spec.out_features % (GRID * GRID):
-            raise ValueError(f"local needs hidden units in multiples of {GRID * GRID}, got {spec.out_features}")
+            raise ValueError(f"needs hidden units in multiples of {GRID * GRID}, got {spec.out_features}")
         centre = torch.arange(GRID, dtype=torch.float) + 1.0  # a window's centre pixel
         pixel = torch.arange(SIZE, dtype=torch.float)
         dy = (centre[:, None, None, None] - pixel[None, None, :, None]) ** 2

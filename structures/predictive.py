@@ -25,6 +25,9 @@ class Predictive(Structure):
             raise ValueError("need group_size >= 1 and ridge > 0")
 
     def initial_mask(self, spec: LayerSpec, generator: torch.Generator) -> torch.Tensor:
+        if spec.frames_before_learning < 2:
+            raise ValueError("fits its connections to the frames before learning, so it needs "
+                             f"--replay-start of at least 2, got {spec.frames_before_learning}")
         return random_mask((spec.out_features, spec.in_features), spec.fan_in, generator, per_row=True)
 
     def begin_learning(self, spec: LayerSpec, observations: np.ndarray,

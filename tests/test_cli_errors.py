@@ -20,6 +20,10 @@ CASES = {
     "negative replay start": (["--replay-start", "-5"], ["replay-start", "-5", ">= 0"]),
     "negative epsilon frames": (["--epsilon-frames", "-1"], ["epsilon-frames", "-1", ">= 0"]),
     "zero target period": (["--target-period", "0"], ["target-period", "0", "> 0"]),
+    "units local cannot lay out": (["--structure", "local", "--hidden-units", "100"], ["local", "64", "100"]),
+    "units the conv does not make": (["--structure", "conv", "--hidden-units", "512"], ["conv", "1024", "512"]),
+    "predictive without frames to fit": (["--structure", "predictive", "--replay-start", "0"],
+                                         ["predictive", "--replay-start", "0"]),
 }
 
 

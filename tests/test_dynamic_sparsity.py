@@ -91,7 +91,8 @@ def test_regrown_connection_takes_its_frozen_initial_value_in_fixed_mode():
 
 
 def test_rigl_grows_where_the_gradient_is_largest_and_set_at_random():
-    spec = LayerSpec("structured", 10, 2, fan_in=3, channels=0, fixed=False, total_updates=1000)
+    spec = LayerSpec("structured", 10, 2, fan_in=3, channels=0, fixed=False, total_updates=1000,
+                     frames_before_learning=0)
     mask = torch.zeros(2, 10, dtype=torch.bool)
     mask[:, :3] = True
     importance = torch.arange(20, dtype=torch.float).view(2, 10)  # weakest present: (0, 0)
@@ -109,7 +110,8 @@ def test_rigl_grows_where_the_gradient_is_largest_and_set_at_random():
 
 def test_drop_fraction_is_cosine_annealed_to_zero_at_the_end():
     s = make_structure("set", {})
-    spec = LayerSpec("structured", 400, 1024, fan_in=36, channels=4, fixed=False, total_updates=10_000)
+    spec = LayerSpec("structured", 400, 1024, fan_in=36, channels=4, fixed=False, total_updates=10_000,
+                     frames_before_learning=0)
     assert s.is_update_step(100, spec) and not s.is_update_step(150, spec)
     assert not s.is_update_step(7600, spec)  # updates end at 75% of training
     rigl = make_structure("rigl", {})
@@ -124,7 +126,8 @@ def test_drop_fraction_is_cosine_annealed_to_zero_at_the_end():
 
 def test_gradual_pruning_follows_the_cubic_schedule():
     prune = make_structure("prune", {"start": 0.2, "end": 0.8, "period": 100})
-    spec = LayerSpec("structured", 400, 1024, fan_in=36, channels=4, fixed=False, total_updates=1000)
+    spec = LayerSpec("structured", 400, 1024, fan_in=36, channels=4, fixed=False, total_updates=1000,
+                     frames_before_learning=0)
     steps = [t for t in range(1001) if prune.is_update_step(t, spec)]
     assert steps == [200, 300, 400, 500, 600, 700, 800]
     mask = torch.ones(1024, 400, dtype=torch.bool)
@@ -153,7 +156,8 @@ def test_predictive_reads_the_inputs_that_predict_its_target():
     best = np.argsort(-np.abs(coefficients), axis=1)[:, :3]
     assert (best // 4 == np.arange(400)[:, None] // 4).all()
     predictive = make_structure("predictive", {"group_size": 16})
-    spec = LayerSpec("structured", 400, 1024, fan_in=4, channels=4, fixed=False, total_updates=0)
+    spec = LayerSpec("structured", 400, 1024, fan_in=4, channels=4, fixed=False, total_updates=0,
+                     frames_before_learning=500)
     mask = predictive.begin_learning(spec, x.reshape(-1, 4, 10, 10), torch.Generator().manual_seed(0))
     assert (mask.sum(1) == 4).all()
     for group in range(64):
