@@ -97,10 +97,16 @@ class Config:
         if self.batch_size > self.replay_capacity:
             raise ConfigError(
                 f"batch size {self.batch_size} is larger than the replay capacity {self.replay_capacity}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"gamma {self.gamma} is outside [0, 1]")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for name in ("gamma", "sticky_action_prob", "epsilon_start", "epsilon_end"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name.replace('_', '-')} {getattr(self, name)} is outside [0, 1]")
+        for name, value in (("rmsprop-alpha", self.rmsprop_alpha), ("leaky-slope", self.leaky_slope),
+                            *(("adam-betas", beta) for beta in self.adam_betas)):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} {value} is outside [0, 1)")
+        for name in ("lr", "rmsprop_eps", "adam_eps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         return self
 
     @property
