@@ -58,11 +58,15 @@ def load_train(paths: Paths) -> pd.DataFrame:
 
 
 def load_capacity(paths: Paths) -> pd.DataFrame:
-    """One row per run and layer (including `total`) from config.json["capacity"]."""
+    """One row per run and layer (including `total`): the capacity a complete run ended with
+    (complete.json), else the one it started with (config.json). Structures that learn their
+    connectivity reach the budget only by the end (prune and l1 start dense)."""
     rows = []
     for run in find_runs(paths):
         info = run_info(run)
         capacity = _read_config(run).get("capacity", {})
+        if info["complete"]:
+            capacity = _read_json(run / "complete.json").get("capacity", capacity)
         rows += [{**info, "layer": layer, **values} for layer, values in capacity.items()]
     return pd.DataFrame(rows, columns=None if rows else ["layer", *CAPACITY_COLUMNS, *RUN_COLUMNS])
 
@@ -92,13 +96,17 @@ def _load_csv(paths: Paths, name: str, columns: list[str]) -> pd.DataFrame:
 
 def _read_config(run: Path) -> dict[str, Any]:
     file = run / "config.json"
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise NoRunsError(f"{file} is not valid JSON ({error})") from None
+    data = _read_json(file)
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise NoRunsError(f"{file} is not a minisparse run config (it has no 'config' object)")
     return data
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise NoRunsError(f"{file} is not valid JSON ({error})") from None
 
 
 def _hashable(value: Any) -> Any:

@@ -291,7 +291,8 @@ def _finish(agent: Agent, path: Path, seconds: float) -> None:
     rundir.save_torch(path / rundir.MODEL, agent.q.state_dict())
     rundir.write_json(path / rundir.COMPLETE, {"frames": c.frame, "episodes": c.episodes,
                                                "seconds": round(seconds, 3),
-                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                               "capacity": agent.q.capacity()})
     (path / rundir.CHECKPOINT).unlink(missing_ok=True)
 
 

@@ -6,6 +6,7 @@ writes loads, scores as the episodes say, and compares at matched capacity.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -65,3 +66,18 @@ def test_compare_real_runs(real_runs: Path, tmp_path: Path) -> None:
     for name in ("learning_curves", "final_performance", "probability_of_improvement", "fixed_vs_learned"):
         assert (out / f"{name}.png").stat().st_size > 10_000
     assert not (out / "masks").exists()  # neither structure changes its connections
+
+
+def test_pruned_runs_are_compared_at_the_capacity_they_end_with(real_runs: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [
+        "run", "--structure", "prune", "-o", "start=0", "-o", "end=0.5", "-o", "period=50",
+        "--frames", str(FRAMES), "--replay-start", "600", "--device", "cpu", "--out", str(tmp_path / "prune")])
+    assert result.exit_code == 0, result.output
+    capacity = load_capacity(tmp_path / "prune").set_index("layer")
+    assert capacity.loc["structured", "connections"] == 1024 * 36  # pruned to the conv's budget
+    start = json.loads(next((tmp_path / "prune").glob("*/config.json")).read_text())["capacity"]
+    assert start["structured"]["connections"] == 1024 * 400  # it started dense
+    compared = CliRunner().invoke(compare_command, [str(real_runs), str(tmp_path / "prune"),
+                                                    "--out", str(tmp_path / "report"), "--reps", "100"])
+    assert compared.exit_code == 0, compared.output
+    assert "not at matched capacity" not in compared.stderr
