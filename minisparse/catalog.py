@@ -9,7 +9,6 @@ import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.env import NUM_ACTIONS
 from minisparse.layers import MaskedLinear
 from minisparse.network import build_network, layer_specs
 from minisparse.structure import available, load_plugins
@@ -44,14 +43,11 @@ def capacity_table(config: Config) -> pd.DataFrame:
 
 
 def connectivity(config: Config) -> dict[str, np.ndarray]:
-    """The masks a run of `config` learns with at its first update (after the random-policy frames)."""
+    """The masks a run of `config` starts learning with (its masks/start.npz): the run's own steps
+    up to its first update, so structures that wire themselves from those frames see the same ones."""
     agent = Agent(config)
-    rng = np.random.default_rng(config.seed)
-    frames = []
-    for _ in range(max(config.replay_start, config.batch_size)):
-        frames.append(agent.game.observation())
-        _, done = agent.game.act(int(rng.integers(NUM_ACTIONS)))
-        if done:
-            agent.game.reset()
-    agent.engine.begin_learning(np.stack(frames).astype(np.uint8))
-    return agent.engine.masks()
+    masks: dict[str, np.ndarray] = {}
+    observation = agent.game.observation()
+    while not masks:
+        observation = agent.step(observation, lambda: masks.update(agent.engine.masks()))[0]
+    return masks

@@ -60,3 +60,13 @@ def test_connectivity_learning_structures_change_their_mask_in_both_modes(tmp_pa
             start = np.load(path / "masks" / "start.npz")["structured"]
             end = np.load(path / "masks" / "end.npz")["structured"]
             assert (start != end).any(), (structure, weights)
+
+
+@pytest.mark.parametrize("structure", ["predictive", "random"])
+def test_the_structures_picture_shows_the_mask_a_run_starts_learning_with(structure, tmp_path):
+    from minisparse.catalog import connectivity
+
+    config = Config(structure=structure, **SHORT)
+    path = dqn.start(dataclasses.replace(config, frames=SHORT["replay_start"] + 1), tmp_path)
+    started = np.load(path / "masks" / "start.npz")["structured"]
+    np.testing.assert_array_equal(connectivity(config)["structured"], started)
