@@ -16,14 +16,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+Array = np.ndarray
+
 
 @numba.njit(cache=True, nogil=True)
-def activate(x, slope):  # pragma: no cover - compiled
+def activate(x: float, slope: float) -> float:  # pragma: no cover - compiled
     return x if x > 0 else slope * x
 
 
 @numba.njit(cache=True, nogil=True)
-def activation_backward(grad_out, pre, slope, grad_pre):  # pragma: no cover - compiled
+def activation_backward(grad_out: Array, pre: Array, slope: float, grad_pre: Array) -> None:  # pragma: no cover
     """d loss / d pre-activations (units, samples) from d loss / d activations given as (samples, units),
     in tiles of 16 units so that both layouts are read and written a cache line at a time."""
     units, samples = pre.shape
@@ -34,7 +36,8 @@ def activation_backward(grad_out, pre, slope, grad_pre):  # pragma: no cover - c
 
 
 @numba.njit(cache=True, nogil=True)
-def target_values(hidden_pre, hidden_bias, head_weight, head_bias, slope, next_q):  # pragma: no cover
+def target_values(hidden_pre: Array, hidden_bias: Array, head_weight: Array, head_bias: Array, slope: float,
+                  next_q: Array) -> None:  # pragma: no cover
     """max_a Q_target(s', a) per sample from the target's hidden pre-activations without bias (units, samples)."""
     hidden = np.empty(hidden_pre.shape[0], np.float32)
     for b in range(hidden_pre.shape[1]):
@@ -45,8 +48,10 @@ def target_values(hidden_pre, hidden_bias, head_weight, head_bias, slope, next_q
 
 
 @numba.njit(cache=True, nogil=True)
-def head_step(hidden_pre, hidden_bias, head_weight, head_bias, slope, actions, rewards, dones, next_q, gamma,
-              grad_hidden_pre, grad_hidden_bias, grad_head_weight, grad_head_bias, statistics):  # pragma: no cover
+def head_step(hidden_pre: Array, hidden_bias: Array, head_weight: Array, head_bias: Array, slope: float,
+              actions: Array, rewards: Array, dones: Array, next_q: Array, gamma: float, grad_hidden_pre: Array,
+              grad_hidden_bias: Array, grad_head_weight: Array, grad_head_bias: Array,
+              statistics: Array) -> None:  # pragma: no cover
     """Huber TD loss of Q(s, a) = head(act(hidden_pre + bias)) against r + gamma (1 - done) next_q.
 
     Writes the loss's mean and mean Q(s, a) into `statistics`, the head's gradients, and the
@@ -79,7 +84,7 @@ def head_step(hidden_pre, hidden_bias, head_weight, head_bias, slope, actions, r
 
 
 @numba.njit(cache=True, nogil=True)
-def conv_features(observation, weight, bias, slope):  # pragma: no cover - compiled
+def conv_features(observation: Array, weight: Array, bias: Array, slope: float) -> Array:  # pragma: no cover - compiled
     """Activated 3x3 valid-conv features (filter-major) of one (C, H, W) frame: each active input
     adds its kernel entries to the outputs whose window holds it."""
     filters, channels, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
@@ -103,7 +108,7 @@ def conv_features(observation, weight, bias, slope):  # pragma: no cover - compi
 
 
 @numba.njit(cache=True, nogil=True)
-def masked_features(frame, weight, bias, slope):  # pragma: no cover - compiled
+def masked_features(frame: Array, weight: Array, bias: Array, slope: float) -> Array:  # pragma: no cover - compiled
     """Activated features of a masked layer (absent weights are zero) for one flat frame (1, C*H*W)."""
     features = bias.copy()
     for i in range(frame.shape[1]):
@@ -116,7 +121,8 @@ def masked_features(frame, weight, bias, slope):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def greedy_action(features, hidden_weight, hidden_bias, head_weight, head_bias, slope):  # pragma: no cover
+def greedy_action(features: Array, hidden_weight: Array, hidden_bias: Array, head_weight: Array,
+                  head_bias: Array, slope: float) -> int:  # pragma: no cover
     hidden = hidden_weight @ features + hidden_bias
     for i in range(hidden.size):
         hidden[i] = activate(hidden[i], slope)

@@ -66,8 +66,8 @@ class MaskedLinear(nn.Module):
         fan_in = self.mask.sum(1, keepdim=True).clamp(min=1).float().cpu()  # draws are on the CPU
         bound = 1.0 / fan_in.sqrt()
         with torch.no_grad():
-            self.weight.copy_((torch.rand(self.weight.shape, generator=generator) * 2 - 1) * bound)
-            self.bias.copy_((torch.rand(self.bias.shape, generator=generator) * 2 - 1) * bound.squeeze(1))
+            self.weight.copy_(uniform(self.weight.shape, bound, generator))
+            self.bias.copy_(uniform(self.bias.shape, bound.squeeze(1), generator))
             if self.score is None:
                 self.weight.mul_(self.mask)
             else:
@@ -125,6 +125,11 @@ class MaskedLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, density={density:.4f}, scored={self.score is not None}"
 
 
+def uniform(shape: torch.Size, bound: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Uniform(-bound, bound) drawn on the CPU from `generator`: PyTorch's default initialisation."""
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
 class SharedConv(nn.Module):
     """A 3x3 valid convolution over (C, 10, 10) that reads and writes flat vectors.
 
@@ -148,7 +153,7 @@ class SharedConv(nn.Module):
         bound = 1.0 / math.sqrt(fan_in)
         with torch.no_grad():
             for p in (self.conv.weight, self.conv.bias):
-                p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
+                p.copy_(uniform(p.shape, bound, generator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_major(x)[0].t()

@@ -7,7 +7,7 @@ from torch import nn
 
 from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS
-from minisparse.layers import layer_capacity
+from minisparse.layers import layer_capacity, uniform
 from minisparse.structure import LayerSpec, Structure, make_structure
 
 CONV_FAN_IN_PER_CHANNEL = 9  # a 3x3 receptive field
@@ -118,4 +118,4 @@ def _reset_linear(layer: nn.Linear, generator: torch.Generator) -> None:
     bound = layer.in_features ** -0.5
     with torch.no_grad():
         for p in (layer.weight, layer.bias):
-            p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
+            p.copy_(uniform(p.shape, bound, generator))

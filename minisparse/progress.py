@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -11,12 +12,13 @@ from tqdm import tqdm
 class Progress:
     """Frames, frames/s, ETA and the mean return of recent episodes."""
 
-    def __init__(self, total: int, start: int, label: str, log_every: int, stream=None, live: bool | None = None):
+    def __init__(self, total: int, start: int, label: str, log_every: int,
+                 stream: TextIO | None = None, live: bool | None = None):
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.total, self.label, self.log_every = total, label, log_every
         self.returns: deque[float] = deque(maxlen=20)
-        self.frame, self._start_frame, self._start_time = start, start, time.monotonic()
+        self._start_frame, self._start_time = start, time.monotonic()
         self._bar = tqdm(total=total, initial=start, unit="frame", unit_scale=True, desc=label,
                          file=self.stream, dynamic_ncols=True, smoothing=0.05) if self.live else None
 
@@ -34,7 +36,6 @@ class Progress:
             print(f"{self.label} frame {frame}/{self.total} ({100 * frame / self.total:.0f}%) "
                   f"{rate:.0f} frames/s ETA {duration(eta)} return(last {len(self.returns)}) "
                   f"{self.recent_return():.2f} eps {epsilon:.2f}", file=self.stream, flush=True)
-        self.frame = frame
 
     def rate(self, frame: int) -> float:
         elapsed = time.monotonic() - self._start_time

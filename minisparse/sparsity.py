@@ -47,8 +47,9 @@ class SparsityEngine:
         return [p for p in self.network.parameters() if p.requires_grad]
 
     def attach(self, optimizer: torch.optim.Optimizer, target: nn.Module | None = None) -> None:
-        """Zero the state of changed connections in `optimizer`, and keep the layers of `target` (a copy
-        of the network, such as the DQN's target network) on the backends of the network's layers."""
+        """Manage `optimizer` from now on (the state of connections that change is zeroed, sparse-backend
+        layers step their present connections only), and keep the layers of `target` (a copy of the
+        network, such as the DQN's target network) on the backends of the network's layers."""
         self.optimizer, self.target = optimizer, target
         self._use_backends()
 
@@ -83,7 +84,8 @@ class SparsityEngine:
         self._use_backends()
 
     def wants_dense_gradient(self, name: str) -> bool:
-        """Whether this update's step reads the layer's dense gradient (to decide where to grow)."""
+        """Whether this update may change the layer's connections: its step then records the signals a
+        structure decides by, the dense gradient among them (what RigL grows by)."""
         structure = self.structures[name]
         return structure.learns_connectivity and structure.is_update_step(self.step, self.specs[name])
 

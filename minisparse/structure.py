@@ -49,8 +49,9 @@ class LayerSpec:
 class Signals:
     """What the engine measured at an update step, for structures that learn connectivity.
 
-    importance: |weight| in learned mode, the connection scores in fixed mode.
-    growth: |dense gradient| of the effective weight (learned) or of the scores (fixed).
+    importance: |weight| for unscored layers, the connection scores for scored ones (fixed mode,
+    and supermask in either mode).
+    growth: |dense gradient| of the weight (unscored layers) or of the scores (scored ones).
     """
 
     importance: torch.Tensor
@@ -173,12 +174,6 @@ def _structure_class(name: str, plugins: str | None) -> type[Structure]:
     if name not in known:
         raise ConfigError(f"unknown structure {name!r}; valid choices: {', '.join(known)}")
     return known[name]
-
-
-def structure_options(name: str) -> dict[str, Any]:
-    """Option names and defaults of a structure, for help texts and tables."""
-    cls = available()[name]
-    return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
 def _coerce(structure: str, key: str, value: Any, default: Any) -> Any:

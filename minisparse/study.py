@@ -256,7 +256,8 @@ class _Parser:
             if name in seen:
                 first = seen[name].to_dict()
                 differ = [k for k, v in config.to_dict().items() if first[k] != v]
-                what = f" (they differ only in {', '.join(differ)}, which change results only at float rounding)" if differ else ""
+                what = (f" (they differ only in {', '.join(differ)}, which change results only at float rounding)"
+                        if differ else "")
                 raise ConfigError(f"{self.path}: two grid points are the same run {name}{what}")
             seen[name] = config
 
