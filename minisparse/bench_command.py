@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from minisparse.config import BACKENDS, CHANNELS, GAMES, WEIGHT_MODES, ConfigError
+from minisparse.outputs import check_output_file
 
 
 def _floats(text: str) -> tuple[float | None, ...]:
@@ -79,6 +80,8 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
     modes = _names(weights, WEIGHT_MODES, "weight mode")
     chosen_backends = _names(backends, BACKENDS, "backend")
     densities = _floats(layer_densities) if layer_densities else ()
+    if json_path is not None:
+        check_output_file(json_path)
     if baseline and not BASELINE_FILE.exists():
         raise ConfigError(f"the baseline needs a source checkout ({BASELINE_FILE} is missing); use --no-baseline")
     rows = run_benchmark(game, chosen, modes, _floats(sparsities), chosen_backends, prefill, frames,

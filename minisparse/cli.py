@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 
 from minisparse.analysis.command import compare
 from minisparse.bench_command import bench
+from minisparse.outputs import check_output_file, check_output_root
 from minisparse.sweep import sweep
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
                                ConfigError)
@@ -190,11 +192,17 @@ def show(target: str, out: Path, **fields: Any) -> None:
     if Path(target).is_dir():
         if not (Path(target) / "masks" / "start.npz").exists():
             raise ConfigError(f"{target!r} has no masks/start.npz (not a run that started learning)")
+        if out.suffix in (".png", ".pdf"):
+            raise ConfigError(f"for a run directory --out is a folder (for <run>-masks.png/.pdf), got {str(out)!r}")
+        check_output_root(out)
         for path in draw_run_masks(target, out):
             click.echo(f"wrote {path}")
         return
+    if os.sep in target:
+        raise ConfigError(f"run directory {target!r} does not exist")
     if out.suffix not in (".png", ".pdf"):
         raise ConfigError(f"picture file {str(out)!r} must end in .png or .pdf")
+    check_output_file(out)
     from minisparse.catalog import connectivity
 
     config = config_from_options({**fields, "structure": target})

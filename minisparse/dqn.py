@@ -23,6 +23,7 @@ from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS, Game
 from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
+from minisparse.outputs import check_output_root
 from minisparse.progress import Progress
 from minisparse.replay import Replay
 from minisparse.sparsity import SparsityEngine
@@ -172,7 +173,7 @@ class Agent:
 
 def start(config: Config, out: Path) -> Path:
     """Create a run directory for `config` under `out` and train to the end."""
-    rundir.check_output_root(out)
+    check_output_root(out)
     agent = Agent(config)
     path = rundir.create(config, out, agent.q.capacity())
     _train(agent, path)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from minisparse.config import Config, ConfigError
+from minisparse.outputs import check_output_root
 
 CONFIG, EPISODES, TRAIN = "config.json", "episodes.csv", "train.csv"
 MODEL, CHECKPOINT, COMPLETE, ERROR = "model.pt", "checkpoint.pt", "complete.json", "error.txt"
@@ -32,11 +33,6 @@ os.umask(_UMASK)
 
 def run_name(config: Config) -> str:
     return f"{config.game}-{config.structure}-{config.weights}-s{config.seed}-{config.fingerprint()}"
-
-
-def check_output_root(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path {str(out)!r} is a file, not a directory")
 
 
 def create(config: Config, out: Path, capacity: dict[str, Any]) -> Path:

@@ -26,6 +26,7 @@ import click
 
 from minisparse import runner
 from minisparse.config import Config, ConfigError
+from minisparse.outputs import check_output_root
 from minisparse.pools import Finished, LocalPool, RayPool, require_ray
 from minisparse.progress import duration
 from minisparse.sweep_progress import SweepProgress, frames_done
@@ -73,14 +74,13 @@ def sweep(ctx: click.Context, study: Path, out: Path | None, backend: str, worke
       minisparse sweep studies/interplay.toml --backend ray --address auto --out /shared/interplay
     """
     _check_backend_options(ctx, backend)
-    from minisparse import rundir
     from minisparse.study import load_study
 
     if backend == "ray":
         require_ray()
     resolved = load_study(study)
     out = out if out is not None else Path("runs") / study.stem
-    rundir.check_output_root(out)
+    check_output_root(out)
     threads = 1 if backend == "local" else cpus_per_run
     runs = [_prepare(dataclasses.replace(config, threads=threads), out, retry_failed) for config in resolved.configs]
     sweep_id = uuid.uuid4().hex[:12]

@@ -1,4 +1,6 @@
 """Every user mistake: one line naming the bad value and the choices, exit 2, nothing on disk."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -140,3 +142,26 @@ def test_bad_structures_options(case, tmp_path):
     result = minisparse("structures", *(a.format(out=tmp_path) for a in args))
     assert_one_line_error(result, expected)
     assert not any(tmp_path.iterdir())
+
+
+OUTPUT_UNDER_A_FILE = {
+    "run": ["run", *TINY, "--out", "{file}/runs"],
+    "sweep": ["sweep", str(Path(__file__).parents[1] / "studies" / "smoke.toml"), "--out", "{file}/runs"],
+    "structures show": ["structures", "show", "random", "--out", "{file}/random.png"],
+    "bench": ["bench", "--frames", "10", "--json", "{file}/bench.json"],
+}
+
+
+@pytest.mark.parametrize("command", OUTPUT_UNDER_A_FILE, ids=list(OUTPUT_UNDER_A_FILE))
+def test_an_output_path_under_a_file_is_refused_before_any_work(command, tmp_path):
+    file = tmp_path / "file"
+    file.write_text("x")
+    result = minisparse(*(a.format(file=file) for a in OUTPUT_UNDER_A_FILE[command]), timeout=60)
+    assert_one_line_error(result, [str(file), "is a file"])
+    assert sorted(tmp_path.iterdir()) == [file] and file.read_text() == "x"
+
+
+def test_structures_show_names_a_missing_run_directory(tmp_path):
+    missing = tmp_path / "runs" / "breakout-rigl-learned-s0-1a2b3c4d"
+    assert_one_line_error(minisparse("structures", "show", str(missing), "--out", str(tmp_path / "pictures")),
+                          [str(missing), "does not exist"])
