@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -82,35 +82,20 @@ def baseline_workload(game: str, seed: int, prefill: int) -> Workload:
 
 def configurations(game: str, structures: list[str], weights: list[str], sparsities: list[float | None],
                    backends: list[str], seed: int, prefill: int) -> Iterator[tuple[Row, Config]]:
-    """The grid; a structure that ignores the budget (conv, dense) runs at one sparsity, and one
-    without a masked layer (conv) on one backend."""
+    """The grid; a structure that ignores the budget (conv, dense) runs once per weight mode."""
+    from minisparse.structure import structure_class
+
     for structure in structures:
-        masked, budgeted = _grid_axes(Config(game=game, structure=structure))
+        budgeted = structure_class(structure).uses_budget
         for weight in weights:
             for sparsity in (sparsities if budgeted else [None]):
-                for backend in (backends if masked else ["dense"]):
+                for backend in (backends if budgeted else ["dense"]):
                     config = Config(game=game, structure=structure, weights=weight, sparsity=sparsity,
                                     backend=backend, seed=seed, replay_start=prefill, epsilon_frames=0,
                                     epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
                     name = f"{structure} {weight}" + (f" s={sparsity:g}" if sparsity is not None else "")
-                    name += f" {backend}" if masked else ""
+                    name += f" {backend}" if budgeted else ""
                     yield Row(name, structure, weight, sparsity, backend), config
-
-
-def _grid_axes(config: Config) -> tuple[bool, bool]:
-    """Whether the structure builds a masked layer (so backends differ), and whether the budget
-    changes what it builds (structures that learn connectivity always end at the budget)."""
-    from minisparse.layers import MaskedLinear
-    from minisparse.network import build_network
-    from minisparse.structure import make_structure
-
-    structure = make_structure(config.structure, config.structure_options, config.plugins)
-    connections = set()
-    for sparsity in (0.5, 0.9):
-        network = build_network(replace(config, sparsity=sparsity), structure, torch.Generator().manual_seed(0))
-        connections.add(network.capacity()["structured"]["connections"])
-    masked = isinstance(network.structured, MaskedLinear)
-    return masked, structure.learns_connectivity or len(connections) > 1
 
 
 def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",),

@@ -91,6 +91,8 @@ class Config:
                      "hidden_units", "dense_units", "threads", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed {self.seed} is outside [0, 2**32)")
         for name in ("replay_start", "epsilon_frames"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -107,7 +109,17 @@ class Config:
         for name in ("lr", "rmsprop_eps", "adam_eps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        self._check_budget()
         return self
+
+    def _check_budget(self) -> None:
+        """A budget given to a structure that ignores it would label identical runs differently."""
+        from minisparse.structure import structure_class
+
+        budget = "sparsity" if self.sparsity is not None else "fan-in" if self.fan_in is not None else None
+        if budget and not self.sparse_hidden and not structure_class(self.structure, self.plugins).uses_budget:
+            raise ConfigError(f"structure {self.structure} ignores the budget, so --{budget} does not apply "
+                              f"(it sets the sparse structures' budget, and the hidden layer's with --sparse-hidden)")
 
     @property
     def channels(self) -> int:

@@ -63,6 +63,7 @@ class Structure:
     name: ClassVar[str] = ""
     learns_connectivity: ClassVar[bool] = False
     image_only: ClassVar[bool] = False  # needs the image's geometry; a sparse hidden layer gets `random`
+    uses_budget: ClassVar[bool] = True  # whether --sparsity / --fan-in change what it wires
 
     def build(self, spec: LayerSpec, generator: torch.Generator) -> nn.Module:
         """The layer for `spec`; masked linear unless a structure needs its own kind of layer."""
@@ -148,7 +149,7 @@ _loaded_folders: dict[Path, list[str]] = {}
 
 def make_structure(name: str, options: dict[str, Any], plugins: str | None = None) -> Structure:
     """Instantiate a registered structure (loading `plugins` first), checking its options by name and type."""
-    cls = _structure_class(name, plugins)
+    cls = structure_class(name, plugins)
     try:
         return cls(**typed_options(name, options, plugins))
     except (TypeError, ValueError) as error:
@@ -158,7 +159,7 @@ def make_structure(name: str, options: dict[str, Any], plugins: str | None = Non
 def typed_options(name: str, options: dict[str, Any], plugins: str | None = None) -> dict[str, Any]:
     """Options converted to the types of the structure's fields, so `-o per_unit=false` on the
     command line and `per_unit = false` in a study file give the same config (and run folder)."""
-    cls = _structure_class(name, plugins)
+    cls = structure_class(name, plugins)
     fields = {f.name for f in dataclasses.fields(cls)}
     for key in options:
         if key not in fields:
@@ -167,7 +168,8 @@ def typed_options(name: str, options: dict[str, Any], plugins: str | None = None
     return {key: _coerce(name, key, value, getattr(cls, key, None)) for key, value in options.items()}
 
 
-def _structure_class(name: str, plugins: str | None) -> type[Structure]:
+def structure_class(name: str, plugins: str | None = None) -> type[Structure]:
+    """The registered class of `name` (loading `plugins` first); unknown names fail with the choices."""
     if plugins is not None:
         load_plugins(plugins)
     known = available()

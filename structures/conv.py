@@ -11,6 +11,7 @@ class Conv(Structure):
     """3x3 receptive fields, weights shared across positions; defines the matched budget."""
 
     image_only = True
+    uses_budget = False
 
     def build(self, spec: LayerSpec, generator: torch.Generator) -> nn.Module:
         return SharedConv(spec.channels)

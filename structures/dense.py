@@ -5,3 +5,5 @@ from minisparse.structure import Structure, register
 @register("dense")
 class Dense(Structure):
     """All inputs; ignores the budget."""
+
+    uses_budget = False

@@ -11,5 +11,10 @@ class L1(Prune):
 
     strength: float = 0.1
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.strength < 0:
+            raise ValueError(f"strength must be >= 0, got {self.strength}")
+
     def l1_strength(self, step: int, spec: LayerSpec) -> float:
         return self.strength if step <= self._steps(spec)[1] else 0.0

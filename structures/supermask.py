@@ -17,6 +17,10 @@ class Supermask(Structure):
     learns_connectivity = True
     period: int = 1
 
+    def __post_init__(self):
+        if self.period < 1:
+            raise ValueError(f"period must be >= 1, got {self.period}")
+
     def build(self, spec: LayerSpec, generator: torch.Generator) -> nn.Module:
         return MaskedLinear(self.initial_mask(spec, generator), scored=True)
 

@@ -112,8 +112,11 @@ MISTAKES = {
                           r": vary.activation \(in the run .*\): unknown activation 'leaky'; valid choices: relu"),
     "combination": ('[overrides]\nbatch_size = 64\nreplay_capacity = 32',
                     r": overrides.batch_size \(in the run .*\): batch size 64 is larger than the replay capacity 32"),
-    "fan-in too large for one game": ('games = ["seaquest", "breakout"]\n[overrides]\nfan_in = 500',
+    "fan-in too large for one game": ('games = ["seaquest", "breakout"]\nstructures = ["random"]\n'
+                                      '[overrides]\nfan_in = 500',
                                       r": overrides.fan_in \(in the run breakout .*\): fan-in 500 is outside \[1, 400\]"),
+    "budget for a structure that ignores it": ('structures = ["conv", "random"]\nsparsity = [0.9]',
+                                               r"structure conv ignores the budget"),
     "same run twice": ('[vary]\nthreads = [1, 2]', r"two grid points are the same run .* differ only in threads"),
     "structure option value": ('[structures.set]\noptions = {anneal = "linear"}',
                                r": structures.set.options: .*unknown anneal 'linear'; valid choices: cosine"),
