@@ -167,7 +167,7 @@ class _peak_resident:
         gc.collect()
         self.supported = _reset_peak()
         self.before = _status("VmRSS")
-        return lambda: (_status("VmHWM") - self.before) / 1024 if self.supported else None
+        return lambda: max(0, _status("VmHWM") - self.before) / 1024 if self.supported else None
 
     def __exit__(self, *exc: object) -> None:
         return None

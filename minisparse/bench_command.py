@@ -29,6 +29,18 @@ def _floats(text: str) -> tuple[float | None, ...]:
     return tuple(values)
 
 
+def _densities(text: str) -> tuple[float, ...]:
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ConfigError(f"layer density {item.strip()!r} is not a number") from None
+        if not 0 < values[-1] <= 1:
+            raise ConfigError(f"layer density {values[-1]} is outside (0, 1]")
+    return tuple(values)
+
+
 def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     for name in names:
@@ -79,7 +91,7 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
     chosen = _names(structures, tuple(available()), "structure")
     modes = _names(weights, WEIGHT_MODES, "weight mode")
     chosen_backends = _names(backends, BACKENDS, "backend")
-    densities = _floats(layer_densities) if layer_densities else ()
+    densities = _densities(layer_densities) if layer_densities else ()
     if json_path is not None:
         check_output_file(json_path)
     if baseline and not BASELINE_FILE.exists():
@@ -93,16 +105,17 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
                               "torch": torch.__version__, "numpy": np.__version__,
                               "rows": [asdict(r) for r in rows]}
     if densities:
-        inputs, timed = CHANNELS[game] * 100, tuple(d for d in densities if d is not None)
+        inputs = CHANNELS[game] * 100
         result["layers"] = {}
         for mode in modes:
             trains = mode == "learned"
-            layers = layer_benchmark(timed, inputs=inputs, trains=trains)
+            layers = layer_benchmark(densities, inputs=inputs, trains=trains)
             measured, model = crossover(layers), crossover_density(1024, inputs, trains)
             click.echo(f"\nstructured layer alone, {mode} weights ({'update' if trains else 'forward'}; "
                        f"1024 x {inputs}, batch 32, CPU us), masked dense vs sparse\n")
             click.echo(format_layer_table(layers))
-            click.echo(f"measured crossover density: {measured}; auto's model: {model:.3f}")
+            found = f"{measured:g}" if measured is not None else f"none (sparse faster up to {max(densities):g})"
+            click.echo(f"measured crossover density: {found}; auto's model: {model:.3f}")
             result["layers"][mode] = {"steps": layers, "crossover_density": measured, "auto_crossover": model}
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
