@@ -39,6 +39,8 @@ def create(config: Config, out: Path, capacity: dict[str, Any]) -> Path:
     """Make the run's folder with its config.json; nothing is left behind if this fails."""
     check_output_root(out)
     path = out / run_name(config)
+    if is_complete(path):
+        raise ConfigError(f"run directory {str(path)!r} already exists and is complete")
     if path.exists():
         raise ConfigError(f"run directory {str(path)!r} already exists; continue it with --resume {path}")
     out.mkdir(parents=True, exist_ok=True)

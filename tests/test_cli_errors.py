@@ -165,3 +165,13 @@ def test_structures_show_names_a_missing_run_directory(tmp_path):
     missing = tmp_path / "runs" / "breakout-rigl-learned-s0-1a2b3c4d"
     assert_one_line_error(minisparse("structures", "show", str(missing), "--out", str(tmp_path / "pictures")),
                           [str(missing), "does not exist"])
+
+
+def test_running_a_config_again_points_at_its_run(tiny_run, tmp_path):
+    again = ["run", "--structure", "random", "--weights", "fixed", *TINY]
+    before = sorted(p.name for p in tiny_run.parent.iterdir())
+    assert_one_line_error(minisparse(*again, "--out", str(tiny_run.parent)), [str(tiny_run), "is complete"])
+    assert sorted(p.name for p in tiny_run.parent.iterdir()) == before
+    unfinished = copy_run(tiny_run, tmp_path / tiny_run.name)
+    (unfinished / "complete.json").unlink()
+    assert_one_line_error(minisparse(*again, "--out", str(tmp_path)), [f"--resume {unfinished}"])
