@@ -165,8 +165,9 @@ def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = 
 @budget_options
 @click.pass_context
 def structures(ctx: click.Context, **fields: Any) -> None:
-    """List every registered structure at one budget: units, connections, unique trainable
-    parameters, density and forward FLOPs per sample of the sparse layers."""
+    """List every registered structure at one budget: units, connections, unique parameters (a
+    conv's shared weights once, trained or frozen), density and forward FLOPs per sample of the
+    sparse layers."""
     if ctx.invoked_subcommand is not None:
         return
     from minisparse.catalog import capacity_table

@@ -193,7 +193,8 @@ def receptive_field_mask(channels: int, filters: int, kernel: int = 3, size: int
 
 
 def layer_capacity(layer: nn.Module) -> dict[str, float]:
-    """Units, inputs, connections, unique trainable parameters, density and forward FLOPs per sample."""
+    """Units, inputs, connections, unique parameters (weights and biases, shared ones once, whether
+    trained or frozen: fixed mode changes what trains, not the network), density and forward FLOPs."""
     if isinstance(layer, nn.Linear):
         connections = unique = layer.weight.numel()
         units, inputs = layer.out_features, layer.in_features
