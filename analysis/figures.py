@@ -5,6 +5,7 @@ seeds, labelled axes with units, a legend, and the capacity warning when there i
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | 
     """IQM and 95% CI per structure, one panel per game, weight modes side by side."""
     games = list(dict.fromkeys(table["game"]))
     order = structure_order(table["structure"])
-    fig, axes = _panels(len(games), 4.2, 0.45 * len(order) + 1.6, sharey=True)
+    lines = max(_wrap(name).count("\n") + 1 for name in order)  # the tallest label sets the row height
+    fig, axes = _panels(len(games), 4.2, max(0.45, 0.17 * lines) * len(order) + 1.6, sharey=True)
     modes = _modes(table)
     for ax, game in zip(axes, games):
         panel = table[table["game"] == game]
@@ -84,7 +86,7 @@ def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | 
     axes[0].invert_yaxis()
     for ax in axes[::_COLUMNS]:
         ax.set_ylabel("structure")
-    fig.legend(*axes[0].get_legend_handles_labels(), title="weight mode", loc="outside right upper")
+    fig.legend(*axes[0].get_legend_handles_labels(), title="weight mode", loc="outside right center")
     _title(fig, "Final performance: interquartile mean over runs, 95% stratified bootstrap CI "
                 f"({seeds_note(table.loc[table['game'] != ALL_GAMES, 'runs'])} per structure)", warning)
     return fig
@@ -131,16 +133,18 @@ def interaction(ranks: pd.DataFrame, palette: dict, warning: str | None) -> Figu
         for x, mode, side in ((0, "fixed", "right"), (1, "learned", "left")):
             # Tied structures share one label rather than printing over each other.
             for (rank, value), tied in panel.groupby([f"rank_{mode}", f"iqm_{mode}"]):
-                ax.annotate(f"{rank}. {', '.join(tied['structure'])}", (x, value),
+                names = ", ".join(name.split(" (")[0] for name in tied["structure"])  # variants: see the legend
+                ax.annotate(f"{rank}. {names}", (x, value),
                             xytext=(-6 if side == "right" else 6, 0), textcoords="offset points",
-                            ha=side, va="center", fontsize="x-small")
+                            ha=side, va="center", fontsize="x-small", in_layout=False)
         ax.set_xlim(-0.8, 1.8)
         ax.set_xticks([0, 1], ["fixed weights", "learned weights"])
         ax.set_ylabel("IQM of return / published DQN return" if game == ALL_GAMES else f"IQM of {RETURN}")
         ax.set_title(f"{game}: ranking changes for {changed} of {len(panel)} structures", fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="structure\n(solid: rank changed)", loc="outside right center")
+    fig.legend(handles, [_wrap(label) for label in labels], title="structure\n(solid: rank changed)",
+               loc="outside right center")
     _title(fig, "Fixed vs learned weights: each structure's final IQM and rank", warning)
     return fig
 
@@ -233,6 +237,10 @@ def _title(fig: Figure, title: str, warning: str | None) -> None:
         fig.suptitle(title, color=colour, y=1.0, va="bottom")
 
 
-def _wrap(label: str) -> str:
-    """Break long variant names (`random (sparsity=0.95, lr=0.001)`) after the structure name."""
-    return label.replace(" (", "\n(", 1) if len(label) > 18 else label
+def _wrap(label: str, width: int = 40) -> str:
+    """Break long variant names (`random (sparsity=0.95, lr=0.001)`) after the structure name and
+    between settings, so that no line is much wider than `width` characters."""
+    if len(label) <= 18 or " (" not in label:
+        return label
+    name, settings = label.split(" (", 1)
+    return name + "\n" + textwrap.fill("(" + settings, width, break_long_words=False)

@@ -116,6 +116,8 @@ def probability_of_improvement(episodes: pd.DataFrame, last_fraction: float = 0.
         runs = dict(tuple(mode.groupby("structure", sort=True)))
         for x, y in itertools.combinations(runs, 2):
             games = sorted(set(runs[x]["game"]) & set(runs[y]["game"]))
+            if not games:  # never run on a common game: nothing to compare
+                continue
             samples = [runs[s].loc[runs[s]["game"] == game, "score"].to_numpy(float)
                        for game in games for s in (x, y)]
             p = float(_mean_improvement(*samples))

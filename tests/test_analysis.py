@@ -469,3 +469,12 @@ def test_runs_without_an_episode_in_the_window_are_named_and_left_out(tmp_path: 
     assert any("1 run has no episode ending in the last 10%" in w and "conv-learned-s1" in w
                for w in result.warnings)
     assert result.tables["final_performance"]["runs"].tolist() == [1]
+
+
+def test_structures_never_run_on_a_common_game_are_not_compared(tmp_path: Path) -> None:
+    for seed in range(2):
+        write_run(tmp_path, game="breakout", structure="conv", seed=seed, final=float(seed))
+        write_run(tmp_path, game="asterix", structure="random", seed=seed, final=float(seed))
+        write_run(tmp_path, game="asterix", structure="set", seed=seed, final=float(seed + 1))
+    table = probability_of_improvement(load_runs(tmp_path), reps=100)
+    assert sorted(zip(table["x"], table["y"])) == [("random", "set"), ("set", "random")]
