@@ -20,7 +20,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from minisparse.bench import FINAL_EPSILON, minisparse_workload
-from minisparse.config import Config
+from minisparse.config import Config, ConfigError
 
 
 class OperationTimes(TorchFunctionMode):
@@ -75,9 +75,12 @@ def main() -> None:
     options = parser.parse_args()
 
     torch.set_num_threads(1)
-    config = Config(game=options.game, structure=options.structure, weights=options.weights,
-                    backend=options.backend, sparsity=options.sparsity, replay_start=options.prefill,
-                    epsilon_frames=0, epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
+    try:
+        config = Config(game=options.game, structure=options.structure, weights=options.weights,
+                        backend=options.backend, sparsity=options.sparsity, replay_start=options.prefill,
+                        epsilon_frames=0, epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
+    except ConfigError as error:
+        parser.error(str(error))
     workload = minisparse_workload(config, options.prefill)
     agent = workload.agent
     workload.frames(500)

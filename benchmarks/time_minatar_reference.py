@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--game", default="breakout")
     parser.add_argument("--frames", type=int, default=3000, help="timed frames after the replay start")
     options = parser.parse_args()
+    if not options.script.is_file():
+        parser.error(f"{options.script} does not exist (clone https://github.com/kenjyoung/MinAtar for it)")
 
     torch.set_num_threads(1)
     spec = importlib.util.spec_from_file_location("minatar_reference_dqn", options.script)

@@ -109,15 +109,17 @@ class Config:
         for name in ("lr", "rmsprop_eps", "adam_eps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        self._check_budget()
+        self._check_structure()
         return self
 
-    def _check_budget(self) -> None:
-        """A budget given to a structure that ignores it would label identical runs differently."""
+    def _check_structure(self) -> None:
+        """The structure is registered, and takes the budget if one is given (a budget given to a
+        structure that ignores it would label identical runs differently)."""
         from minisparse.structure import structure_class
 
+        uses_budget = structure_class(self.structure, self.plugins).uses_budget
         budget = "sparsity" if self.sparsity is not None else "fan-in" if self.fan_in is not None else None
-        if budget and not self.sparse_hidden and not structure_class(self.structure, self.plugins).uses_budget:
+        if budget and not self.sparse_hidden and not uses_budget:
             raise ConfigError(f"structure {self.structure} ignores the budget, so --{budget} does not apply "
                               f"(it sets the sparse structures' budget, and the hidden layer's with --sparse-hidden)")
 
