@@ -220,17 +220,20 @@ cli.add_command(bench)
 
 
 def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit status 2."""
-    from minisparse.dqn import Interrupted
-
+    """Entry point: user mistakes become one line on stderr and exit status 2; Ctrl-C before a run
+    has started (a started run checkpoints and raises Interrupted) exits 130 with one line."""
+    try:
+        from minisparse.dqn import Interrupted
+    except KeyboardInterrupt:
+        _interrupted()
     try:
         code = cli.main(standalone_mode=False)
     except (click.UsageError, click.BadParameter) as error:
         _fail(error.format_message())
     except ConfigError as error:
         _fail(str(error))
-    except click.exceptions.Abort:
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _interrupted()
     except Interrupted as stop:
         click.echo(f"minisparse: {stop}", err=True)
         sys.exit(128 + stop.signum)
@@ -238,6 +241,11 @@ def main() -> None:
         _fail(error.format_message())
     else:
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted() -> None:
+    click.echo("minisparse: interrupted", err=True)
+    sys.exit(130)
 
 
 def _fail(message: str) -> None:

@@ -2,10 +2,34 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from minatar import Environment
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise it: MinAtar's import tries matplotlib inside a
+    bare `except:`, which would swallow the KeyboardInterrupt and let the command run on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+with _interrupts_held():
+    from minatar import Environment
 
 NUM_ACTIONS = 6
 # Attributes of a MinAtar game object that are constants, not state.

@@ -1,4 +1,8 @@
 """Every user mistake: one line naming the bad value and the choices, exit 2, nothing on disk."""
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +179,16 @@ def test_running_a_config_again_points_at_its_run(tiny_run, tmp_path):
     unfinished = copy_run(tiny_run, tmp_path / tiny_run.name)
     (unfinished / "complete.json").unlink()
     assert_one_line_error(minisparse(*again, "--out", str(tmp_path)), [f"--resume {unfinished}"])
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8])
+def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(delay, tmp_path):
+    out = tmp_path / "runs"
+    process = subprocess.Popen([sys.executable, "-m", "minisparse", "run", "--out", str(out), *TINY],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)  # while torch and MinAtar are imported
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["minisparse: interrupted"]
+    assert not out.exists()
