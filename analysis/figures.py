@@ -49,6 +49,9 @@ def learning_curves(binned: pd.DataFrame, palette: dict, warning: str | None,
                     reps: int = 1000, seed: int = 0) -> Figure:
     """Return against frames: mean over seeds of each run's binned return, 95% bootstrap band."""
     seeds = binned.groupby(["game", "weights", "structure"])["path"].nunique()
+    wrapped = {name: _wrap(name) for name in palette}  # legend labels, wrapped before the legend is laid out
+    binned = binned.assign(structure=binned["structure"].map(wrapped))
+    palette = {wrapped[name]: colour for name, colour in palette.items()}
     grid = sns.relplot(data=binned, x="frame", y="return", hue="structure", palette=palette,
                        hue_order=[s for s in palette if s in set(binned["structure"])],
                        row="game", col="weights", col_order=_modes(binned), kind="line",
