@@ -70,3 +70,28 @@ def test_the_structures_picture_shows_the_mask_a_run_starts_learning_with(struct
     path = dqn.start(dataclasses.replace(config, frames=SHORT["replay_start"] + 1), tmp_path)
     started = np.load(path / "masks" / "start.npz")["structured"]
     np.testing.assert_array_equal(connectivity(config)["structured"], started)
+
+
+def test_local_reads_the_conv_windows_at_the_conv_budget_and_the_nearest_inputs_below_it():
+    from minisparse.layers import receptive_field_mask
+    from minisparse.structure import make_structure
+
+    local = make_structure("local", {})
+    for fan_in, channels in ((36, 4), (90, 10)):
+        spec = layer_specs(Config(game="seaquest" if channels == 10 else "breakout", structure="local"))["structured"]
+        assert spec.fan_in == fan_in
+        mask = local.initial_mask(spec, torch.Generator().manual_seed(0))
+        assert torch.equal(mask, receptive_field_mask(channels, 16))
+    spec = layer_specs(Config(structure="local", fan_in=4))["structured"]  # one input per channel: the centres
+    mask = local.initial_mask(spec, torch.Generator().manual_seed(0))
+    unit = torch.arange(1024) % 64
+    centre_pixel = (unit // 8 + 1) * 10 + unit % 8 + 1
+    expected = torch.zeros(1024, 4, 100, dtype=torch.bool)
+    expected[torch.arange(1024), :, centre_pixel] = True
+    assert torch.equal(mask, expected.view(1024, 400))
+
+
+def test_epsilon_is_one_before_learning_then_decays_linearly_from_the_replay_start():
+    config = Config(replay_start=100, epsilon_frames=1000, epsilon_start=1.0, epsilon_end=0.1)
+    values = [dqn.epsilon(config, frame) for frame in (0, 99, 100, 600, 1100, 5000)]
+    assert values == pytest.approx([1.0, 1.0, 1.0, 0.55, 0.1, 0.1])
