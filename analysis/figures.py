@@ -129,6 +129,9 @@ def interaction(ranks: pd.DataFrame, palette: dict, warning: str | None) -> Figu
     for ax, game in zip(axes, games):
         panel = ranks[ranks["game"] == game]
         changed = int((panel["rank_change"] != 0).sum())
+        bases = panel["structure"].str.split(" (", regex=False).str[0]
+        short = {name: base if (bases == base).sum() == 1 else name  # a variant's settings only where needed
+                 for name, base in zip(panel["structure"], bases)}
         for row in sorted(panel.itertuples(), key=lambda r: list(palette).index(r.structure)):
             moved = row.rank_change != 0
             ax.plot([0, 1], [row.iqm_fixed, row.iqm_learned], marker="o", color=palette[row.structure],
@@ -136,7 +139,7 @@ def interaction(ranks: pd.DataFrame, palette: dict, warning: str | None) -> Figu
         for x, mode, side in ((0, "fixed", "right"), (1, "learned", "left")):
             # Tied structures share one label rather than printing over each other.
             for (rank, value), tied in panel.groupby([f"rank_{mode}", f"iqm_{mode}"]):
-                names = ", ".join(name.split(" (")[0] for name in tied["structure"])  # variants: see the legend
+                names = ", ".join(short[name] for name in tied["structure"])
                 ax.annotate(f"{rank}. {names}", (x, value),
                             xytext=(-6 if side == "right" else 6, 0), textcoords="offset points",
                             ha=side, va="center", fontsize="x-small", in_layout=False)

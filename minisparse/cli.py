@@ -172,7 +172,7 @@ def structures(ctx: click.Context, **fields: Any) -> None:
         return
     from minisparse.catalog import capacity_table
 
-    config = config_from_options(fields)
+    config = config_from_options({**fields, "structure": "random"})  # any structure that takes the budget
     table = capacity_table(config)
     layers = "structured + hidden layers" if config.sparse_hidden else "structured layer"
     click.echo(f"{config.game} ({config.channels} channels), {layers}, connections at the end of training\n")
@@ -200,7 +200,7 @@ def show(target: str, out: Path, **fields: Any) -> None:
             click.echo(f"wrote {path}")
         return
     if os.sep in target:
-        raise ConfigError(f"run directory {target!r} does not exist")
+        raise ConfigError(f"{target!r} is not a run directory (nor a structure name)")
     if out.suffix not in (".png", ".pdf"):
         raise ConfigError(f"picture file {str(out)!r} must end in .png or .pdf")
     check_output_file(out)

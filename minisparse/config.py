@@ -117,11 +117,12 @@ class Config:
         structure that ignores it would label identical runs differently)."""
         from minisparse.structure import structure_class
 
-        uses_budget = structure_class(self.structure, self.plugins).uses_budget
+        cls = structure_class(self.structure, self.plugins)
         budget = "sparsity" if self.sparsity is not None else "fan-in" if self.fan_in is not None else None
-        if budget and not self.sparse_hidden and not uses_budget:
+        hidden_takes_it = self.sparse_hidden and cls.image_only  # image-only ones leave that layer to random
+        if budget and not cls.uses_budget and not hidden_takes_it:
             raise ConfigError(f"structure {self.structure} ignores the budget, so --{budget} does not apply "
-                              f"(it sets the sparse structures' budget, and the hidden layer's with --sparse-hidden)")
+                              f"(it sets the budget of the structures that take one)")
 
     @property
     def channels(self) -> int:

@@ -13,19 +13,22 @@ import numpy as np
 
 @contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, then raise it: MinAtar's import tries matplotlib inside a
-    bare `except:`, which would swallow the KeyboardInterrupt and let the command run on."""
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the usual handlers:
+    MinAtar's import tries matplotlib inside a bare `except:`, which would swallow the
+    KeyboardInterrupt they raise and let the command run on."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if held:
-        raise KeyboardInterrupt
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for signum in held[:1]:
+        signal.raise_signal(signum)
 
 
 with _interrupts_held():

@@ -9,13 +9,14 @@ from minisparse.config import ConfigError
 
 def check_output_root(out: Path) -> None:
     """Fail in one line, creating nothing, when `out` cannot be (or become) a writable folder."""
-    existing = out.absolute()
-    while not existing.exists():
+    existing = Path(os.path.abspath(out))
+    while not os.path.lexists(existing):  # a dangling link exists, as a name mkdir cannot take
         existing = existing.parent
-    if existing == out.absolute() and not out.is_dir():
-        raise ConfigError(f"output path {str(out)!r} is a file, not a directory")
+    what = "a file" if existing.is_file() else "not a directory"
+    if existing == Path(os.path.abspath(out)) and not out.is_dir():
+        raise ConfigError(f"output path {str(out)!r} is {what}")
     if not existing.is_dir():
-        raise ConfigError(f"output path {str(out)!r} cannot be made: {str(existing)!r} is a file")
+        raise ConfigError(f"output path {str(out)!r} cannot be made: {str(existing)!r} is {what}")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"output path {str(out)!r} cannot be made: {str(existing)!r} is not writable")
 

@@ -10,9 +10,10 @@ from minisparse.structure import LayerSpec, Signals, Structure, register
 @register("supermask")
 class Supermask(Structure):
     """Every connection has a score trained through a straight-through gate; every `period` updates
-    the `budget` connections of largest |score| are kept (edge-popup). In fixed mode this is
-    edge-popup on frozen random weights; in learned mode the kept weights train too, and one that
-    leaves keeps its weight, hidden by the gate, so its score still learns and it returns with it."""
+    the `budget` highest scores are kept (edge-popup, with signed scores that start at |weight|: the
+    gradient reaches the score itself, so higher is always better). In fixed mode this is edge-popup
+    on frozen random weights; in learned mode the kept weights train too, and one that leaves keeps
+    its weight, hidden by the gate, so its score still learns and it returns with it."""
 
     learns_connectivity = True
     period: int = 1
@@ -32,4 +33,4 @@ class Supermask(Structure):
 
     def update_mask(self, mask: torch.Tensor, signals: Signals, step: int, spec: LayerSpec,
                     generator: torch.Generator) -> torch.Tensor:
-        return top_k(signals.importance.abs(), spec.connections)
+        return top_k(signals.importance, spec.connections)

@@ -30,6 +30,9 @@ CASES = {
     "final epsilon above one": (["--epsilon-end", "3"], ["epsilon-end", "3", "[0, 1]"]),
     "adam beta of one or more": (["--adam-betas", "0.9", "1.5"], ["adam-betas", "1.5", "[0, 1)"]),
     "zero rmsprop eps": (["--rmsprop-eps", "0"], ["rmsprop-eps", "0", "> 0"]),
+    "budget for conv": (["--structure", "conv", "--sparsity", "0.5"], ["conv", "ignores the budget", "--sparsity"]),
+    "budget for dense, sparse hidden": (["--structure", "dense", "--sparse-hidden", "--fan-in", "40"],
+                                        ["dense", "ignores the budget", "--fan-in"]),
     "units local cannot lay out": (["--structure", "local", "--hidden-units", "100"], ["local", "64", "100"]),
     "units the conv does not make": (["--structure", "conv", "--hidden-units", "512"], ["conv", "1024", "512"]),
     "predictive without frames to fit": (["--structure", "predictive", "--replay-start", "0"],
@@ -181,12 +184,14 @@ def test_running_a_config_again_points_at_its_run(tiny_run, tmp_path):
     assert_one_line_error(minisparse(*again, "--out", str(tmp_path)), [f"--resume {unfinished}"])
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.8])
-def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(delay, tmp_path):
+@pytest.mark.parametrize("loading", ["libtorch", "ft2font"])  # torch; matplotlib, which MinAtar tries
+def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(loading, tmp_path):
     out = tmp_path / "runs"
     process = subprocess.Popen([sys.executable, "-m", "minisparse", "run", "--out", str(out), *TINY],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)  # while torch and MinAtar are imported
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
+    while loading not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.002)  # interrupt while that library is being imported
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

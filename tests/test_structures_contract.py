@@ -100,3 +100,13 @@ def test_epsilon_is_one_before_learning_then_decays_linearly_from_the_replay_sta
     config = Config(replay_start=100, epsilon_frames=1000, epsilon_start=1.0, epsilon_end=0.1)
     values = [dqn.epsilon(config, frame) for frame in (0, 99, 100, 600, 1100, 5000)]
     assert values == pytest.approx([1.0, 1.0, 1.0, 0.55, 0.1, 0.1])
+
+
+def test_the_listing_applies_a_budget_to_the_structures_that_take_one():
+    from conftest import minisparse
+
+    listing = minisparse("structures", "--sparsity", "0.9")
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines()[3:] if line.strip()}
+    assert f"{1024 * 40:,}" in rows["random"] and f"{1024 * 40:,}" in rows["local"]  # 10% of 400 inputs
+    assert f"{1024 * 36:,}" in rows["conv"] and f"{1024 * 400:,}" in rows["dense"]  # they ignore it
