@@ -200,7 +200,8 @@ def show(target: str, out: Path, **fields: Any) -> None:
             click.echo(f"wrote {path}")
         return
     if os.sep in target:
-        raise ConfigError(f"{target!r} is not a run directory (nor a structure name)")
+        raise ConfigError(f"{target!r} is not a run directory" if Path(target).exists()
+                          else f"run directory {target!r} does not exist")
     if out.suffix not in (".png", ".pdf"):
         raise ConfigError(f"picture file {str(out)!r} must end in .png or .pdf")
     check_output_file(out)
