@@ -27,8 +27,8 @@ def _interrupts_held() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    for signum in held[:1]:
-        signal.raise_signal(signum)
+    if held:
+        signal.raise_signal(held[0])
 
 
 with _interrupts_held():

@@ -9,11 +9,11 @@ from minisparse.config import ConfigError
 
 def check_output_root(out: Path) -> None:
     """Fail in one line, creating nothing, when `out` cannot be (or become) a writable folder."""
-    existing = Path(os.path.abspath(out))
+    absolute = existing = Path(os.path.abspath(out))
     while not os.path.lexists(existing):  # a dangling link exists, as a name mkdir cannot take
         existing = existing.parent
     what = "a file" if existing.is_file() else "not a directory"
-    if existing == Path(os.path.abspath(out)) and not out.is_dir():
+    if existing == absolute and not out.is_dir():
         raise ConfigError(f"output path {str(out)!r} is {what}")
     if not existing.is_dir():
         raise ConfigError(f"output path {str(out)!r} cannot be made: {str(existing)!r} is {what}")
