@@ -1,4 +1,5 @@
-"""`minisparse bench`: training speed of the real loop, side by side with a plain PyTorch DQN.
+"""`minisparse bench`: training speed of the real loop, side by side with a plain PyTorch DQN
+and, given its file, MinAtar's own reference script.
 
 Every configuration runs the same workload in this one process, one after another: a fresh
 agent, `--prefill` frames of uniform-random play into its replay, then `--frames` frames of
@@ -16,18 +17,25 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
-from minisparse.config import Config
+from minisparse.config import Config, ConfigError
 
 BASELINE_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "baseline_dqn.py"
 FINAL_EPSILON = 0.1
+BASELINE_ROW = "baseline (plain PyTorch)"
+MINATAR_SCRIPT_ROW = "MinAtar examples/dqn.py"
+MINATAR_SCRIPT_NAMES = ("Environment", "QNetwork", "replay_buffer", "get_state", "world_dynamics", "train", "device",
+                        "BATCH_SIZE", "REPLAY_BUFFER_SIZE", "TARGET_NETWORK_UPDATE_FREQ", "STEP_SIZE",
+                        "SQUARED_GRAD_MOMENTUM", "MIN_SQUARED_GRAD")
 
 
 @dataclass
@@ -71,13 +79,77 @@ def minisparse_workload(config: Config, prefill: int) -> Workload:
 
 def baseline_workload(game: str, seed: int, prefill: int) -> Workload:
     """The plain DQN of benchmarks/baseline_dqn.py (needs a source checkout)."""
-    spec = importlib.util.spec_from_file_location("minisparse_baseline_dqn", BASELINE_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    agent = module.BaselineDQN(game, seed)
+    agent = _load(BASELINE_FILE, "minisparse_baseline_dqn").BaselineDQN(game, seed)
     for _ in range(prefill):
         agent.frame(1.0, learn=False)
     return Workload(lambda n: [agent.frame(FINAL_EPSILON, learn=True) for _ in range(n)], None)
+
+
+def load_minatar_script(path: Path) -> Any:
+    """MinAtar's examples/dqn.py as a module, checked for the names the benchmark drives."""
+    try:
+        script = _load(path, "minatar_reference_dqn")
+    except Exception as error:
+        raise ConfigError(f"{path} does not load as a Python script: {error}") from None
+    missing = [name for name in MINATAR_SCRIPT_NAMES if not hasattr(script, name)]
+    if missing:
+        raise ConfigError(f"{path} is not MinAtar's examples/dqn.py: it lacks {', '.join(missing)}")
+    return script
+
+
+def minatar_script_workload(script: Any, game: str, seed: int, prefill: int) -> Workload:
+    """MinAtar's reference DQN (`load_minatar_script`) run a frame at a time.
+
+    Each frame is the body of the script's `dqn` loop calling the script's own functions and
+    objects (`world_dynamics`, `replay_buffer`, `train`, its network), so what is timed is the
+    script's code; the optimizer is its centered RMSprop without momentum (the protocol's; one
+    older version of the script added momentum). Learning starts after `prefill` random frames, and epsilon sits
+    at its final 0.1 from then on, as in every other row (the script anneals it from 1 over its
+    first 100k learning frames, during which most frames skip the network).
+    """
+    script.FIRST_N_FRAMES = 0
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    env = script.Environment(game)
+    env.seed(seed)
+    channels, actions = env.state_shape()[2], env.num_actions()
+    policy = script.QNetwork(channels, actions).to(script.device)
+    target = script.QNetwork(channels, actions).to(script.device)
+    target.load_state_dict(policy.state_dict())
+    replay = script.replay_buffer(script.REPLAY_BUFFER_SIZE)
+    optimizer = torch.optim.RMSprop(policy.parameters(), lr=script.STEP_SIZE, alpha=script.SQUARED_GRAD_MOMENTUM,
+                                    centered=True, eps=script.MIN_SQUARED_GRAD)
+    env.reset()
+    t = updates = 0
+    state = script.get_state(env.state())
+
+    def frames(n: int) -> None:
+        nonlocal t, updates, state
+        for _ in range(n):
+            next_state, action, reward, terminated = script.world_dynamics(t, prefill, actions, state, env, policy)
+            replay.add(state, next_state, action, reward, terminated)
+            if t > prefill:
+                updates += 1
+                script.train(replay.sample(script.BATCH_SIZE), policy, target, optimizer)
+                if updates % script.TARGET_NETWORK_UPDATE_FREQ == 0:
+                    target.load_state_dict(policy.state_dict())
+            reward.item()
+            t += 1
+            if terminated:
+                env.reset()
+                next_state = script.get_state(env.state())
+            state = next_state
+
+    frames(prefill + 1)
+    return Workload(frames, None)
+
+
+def _load(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def configurations(game: str, structures: list[str], weights: list[str], sparsities: list[float | None],
@@ -102,22 +174,30 @@ def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",
                   weights: tuple[str, ...] = ("learned", "fixed"), sparsities: tuple[float | None, ...] = (None,),
                   backends: tuple[str, ...] = ("dense",), prefill: int = 5_000, frames: int = 1_000,
                   warmup: int = 200, rounds: int = 3, seed: int = 0, baseline: bool = True,
-                  echo: Callable[[str], None] = print) -> list[Row]:
-    """Build every configuration (measuring its memory), then time `rounds` rounds of `frames` frames each."""
+                  minatar_script: Path | None = None, echo: Callable[[str], None] = print) -> list[Row]:
+    """Build every configuration (measuring its memory), then time `rounds` rounds of `frames` frames each.
+
+    Rows: MinAtar's own script when given, the plain baseline unless turned off, then the grid;
+    ratios are to the first row.
+    """
     torch.set_num_threads(1)
-    grid: list[tuple[Row, Callable[[], Workload]]] = []
+    grid: list[tuple[Row, Callable[[int], Workload]]] = []
+    if minatar_script is not None:
+        script = load_minatar_script(minatar_script)
+        grid.append((Row(MINATAR_SCRIPT_ROW, "conv", "learned", None, "-"),
+                     lambda fill: minatar_script_workload(script, game, seed, fill)))
     if baseline:
-        grid.append((Row("baseline (plain PyTorch)", "conv", "learned", None, "-"),
-                     lambda: baseline_workload(game, seed, prefill)))
+        grid.append((Row(BASELINE_ROW, "conv", "learned", None, "-"),
+                     lambda fill: baseline_workload(game, seed, fill)))
     for row, config in configurations(game, list(structures), list(weights), list(sparsities), list(backends),
                                       seed, prefill):
-        grid.append((row, lambda config=config: minisparse_workload(config, prefill)))
+        grid.append((row, lambda fill, config=config: minisparse_workload(config, fill)))
     _warm_up(grid, game, min(prefill, 300))
     workloads: list[Workload] = []
     for row, build in grid:
         echo(f"preparing {row.name}")
         with _peak_resident() as peak:
-            workload = build()
+            workload = build(prefill)
             workload.frames(warmup)
             _time(workload, frames)
         row.peak_rss_mb, row.replay_mb = peak(), workload.replay_mb
@@ -136,16 +216,17 @@ def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",
     return [row for row, _ in grid]
 
 
-def _warm_up(grid: list[tuple[Row, Callable[[], Workload]]], game: str, prefill: int) -> None:
+def _warm_up(grid: list[tuple[Row, Callable[[int], Workload]]], game: str, prefill: int) -> None:
     """Run each kind of workload briefly first, so torch's one-time initialisation (kernels,
     allocator pools, MKL buffers) is not counted in the first configuration's memory."""
     seen = set()
-    for row, _ in grid:
-        if row.backend in seen:
+    for row, build in grid:
+        kind = row.name if row.backend == "-" else row.backend
+        if kind in seen:
             continue
-        seen.add(row.backend)
+        seen.add(kind)
         if row.backend == "-":
-            workload = baseline_workload(game, 0, prefill)
+            workload = build(prefill)
         else:
             config = Config(game=game, structure=row.structure, weights=row.weights, sparsity=row.sparsity,
                             backend=row.backend, replay_start=prefill, replay_capacity=prefill + 100, device="cpu",

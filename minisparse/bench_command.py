@@ -65,18 +65,23 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Include the plain PyTorch DQN (benchmarks/baseline_dqn.py) as the reference row.")
+@click.option("--minatar-script", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="MinAtar's examples/dqn.py (from a clone of its repository): time it as the first row, "
+                   "so every ratio is to MinAtar's own script.")
 @click.option("--layers", "layer_densities", default=None, metavar="D1,D2,...",
               help="Also time the game's structured layer alone, dense vs sparse, at these densities "
                    "(per weight mode: a trained layer's update, a frozen one's forward).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the results as JSON here.")
 def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, prefill: int, frames: int,
-          rounds: int, seed: int, baseline: bool, layer_densities: str | None, json_path: Path | None) -> None:
+          rounds: int, seed: int, baseline: bool, minatar_script: Path | None, layer_densities: str | None,
+          json_path: Path | None) -> None:
     """Measure training frames/s of structures x weight modes x sparsities x backends on one CPU thread.
 
     \b
-    Example:
+    Examples:
       minisparse bench --structures conv,random --sparsities default,0.95 --backends dense,sparse
+      minisparse bench --minatar-script MinAtar/examples/dqn.py
     """
     import numpy as np
     import torch
@@ -97,7 +102,8 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
     if baseline and not BASELINE_FILE.exists():
         raise ConfigError(f"the baseline needs a source checkout ({BASELINE_FILE} is missing); use --no-baseline")
     rows = run_benchmark(game, chosen, modes, _floats(sparsities), chosen_backends, prefill, frames,
-                         rounds=rounds, seed=seed, baseline=baseline, echo=lambda m: click.echo(m, err=True))
+                         rounds=rounds, seed=seed, baseline=baseline, minatar_script=minatar_script,
+                         echo=lambda m: click.echo(m, err=True))
     click.echo(f"\n{game}, batch 32, prefill {prefill}, {frames} frames x {rounds} rounds, 1 thread, "
                f"frames/s in CPU time (best round); x base = ratio to the first row\n")
     click.echo(format_table(rows))

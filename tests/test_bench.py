@@ -1,14 +1,69 @@
-"""`minisparse bench` from the command line: the table and JSON it promises, and one-line errors.
+"""`minisparse bench` from the command line: the table and JSON it promises, and one-line errors;
+the row that times MinAtar's own script.
 
 Speeds are not asserted (a timed unit test would only measure the machine); the figures'
 consistency is: ratios against the baseline row, one row per configuration, the layer table.
 """
 import json
+from pathlib import Path
 
 import pytest
 
 from conftest import minisparse
+from minisparse.bench import load_minatar_script, minatar_script_workload
 from test_cli_errors import assert_one_line_error
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# MinAtar's examples/dqn.py is not on PyPI, so this stand-in has its interface (the names and
+# signatures the benchmark calls) around the real game, and records what the benchmark does:
+# the frame counter and epsilon acting sees (by the script's schedule), the batches `train`
+# gets, and whether the target network holds the policy's weights.
+SCRIPT_INTERFACE = """
+import torch
+from minatar import Environment
+
+BATCH_SIZE, REPLAY_BUFFER_SIZE, TARGET_NETWORK_UPDATE_FREQ = 8, 1000, 10
+STEP_SIZE, SQUARED_GRAD_MOMENTUM, MIN_SQUARED_GRAD = 0.00025, 0.95, 0.01
+EPSILON, END_EPSILON, FIRST_N_FRAMES = 1.0, 0.1, 100000
+device = torch.device("cpu")
+acted, trained = [], []
+
+
+class QNetwork(torch.nn.Linear):
+    def __init__(self, channels, actions):
+        super().__init__(channels * 100, actions)
+
+
+class replay_buffer(list):
+    def __init__(self, size):
+        super().__init__()
+
+    def add(self, *transition):
+        self.append(transition)
+
+    def sample(self, size):
+        return self[-size:]
+
+
+def get_state(frame):
+    return torch.tensor(frame).float().reshape(1, -1)
+
+
+def world_dynamics(t, replay_start, actions, state, env, policy):
+    epsilon, past = None, t - replay_start
+    if past >= 0:
+        epsilon = END_EPSILON if past >= FIRST_N_FRAMES else EPSILON + (END_EPSILON - EPSILON) * past / FIRST_N_FRAMES
+    acted.append((t, replay_start, epsilon))
+    reward, done = env.act(t % actions)
+    return get_state(env.state()), torch.tensor([[0]]), torch.tensor([[float(reward)]]), torch.tensor([[done]])
+
+
+def train(sample, policy, target, optimizer):
+    trained.append((len(sample), bool(torch.equal(policy.weight, target.weight))))
+    with torch.no_grad():
+        policy.weight.add_(1.0)
+"""
 
 
 def test_bench_writes_the_table_and_json_it_promises(tmp_path):
@@ -51,5 +106,34 @@ def test_bench_writes_the_table_and_json_it_promises(tmp_path):
 def test_bench_bad_input_is_one_line(args, expected, tmp_path):
     out = tmp_path / "bench.json"
     result = minisparse("bench", "--prefill", "64", "--frames", "5", "--rounds", "1", "--json", str(out), *args)
+    assert_one_line_error(result, expected)
+    assert not out.exists()
+
+
+def test_minatar_script_row_runs_the_scripts_loop_at_the_benchmarks_workload(tmp_path):
+    path = tmp_path / "dqn.py"
+    path.write_text(SCRIPT_INTERFACE)
+    script = load_minatar_script(path)
+    workload = minatar_script_workload(script, "breakout", seed=0, prefill=40)
+    assert script.trained == []
+    workload.frames(25)
+    assert [t for t, _, _ in script.acted] == list(range(66))
+    assert {start for _, start, _ in script.acted} == {40}
+    assert {epsilon for t, _, epsilon in script.acted if t >= 40} == {0.1}
+    assert len(script.trained) == 25 and {size for size, _ in script.trained} == {8}
+    # the target copies the policy after every 10th update: updates 11 and 21 see equal weights
+    assert [i + 1 for i, (_, equal) in enumerate(script.trained) if equal] == [1, 11, 21]
+    assert workload.replay_mb is None
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("README.md", ["README.md", "does not load as a Python script"]),
+    ("benchmarks/baseline_dqn.py", ["is not MinAtar's examples/dqn.py", "QNetwork", "world_dynamics"]),
+    ("no/such/dqn.py", ["--minatar-script", "no/such/dqn.py", "does not exist"]),
+])
+def test_bench_refuses_a_file_that_is_not_minatars_script(script, expected, tmp_path):
+    out = tmp_path / "bench.json"
+    result = minisparse("bench", "--prefill", "64", "--frames", "5", "--rounds", "1", "--json", str(out),
+                        "--minatar-script", str(ROOT / script) if script != "no/such/dqn.py" else script)
     assert_one_line_error(result, expected)
     assert not out.exists()
