@@ -103,9 +103,9 @@ def minatar_script_workload(script: Any, game: str, seed: int, prefill: int) -> 
     Each frame is the body of the script's `dqn` loop calling the script's own functions and
     objects (`world_dynamics`, `replay_buffer`, `train`, its network), so what is timed is the
     script's code; the optimizer is its centered RMSprop without momentum (the protocol's; one
-    older version of the script added momentum). Learning starts after `prefill` random frames, and epsilon sits
-    at its final 0.1 from then on, as in every other row (the script anneals it from 1 over its
-    first 100k learning frames, during which most frames skip the network).
+    older version of the script added momentum). Learning starts after `prefill` random
+    frames, and epsilon sits at its final 0.1 from then on, as in every other row (the script
+    anneals it from 1 over its first 100k learning frames, when most frames skip the network).
     """
     script.FIRST_N_FRAMES = 0
     random.seed(seed)
