@@ -134,7 +134,7 @@ def minatar_script_workload(script: Any, game: str, seed: int, prefill: int) -> 
                 script.train(replay.sample(script.BATCH_SIZE), policy, target, optimizer)
                 if updates % script.TARGET_NETWORK_UPDATE_FREQ == 0:
                     target.load_state_dict(policy.state_dict())
-            reward.item()
+            reward.item()  # the script adds each reward to the episode's return: a host sync per frame
             t += 1
             if terminated:
                 env.reset()
