@@ -147,11 +147,30 @@ class Config:
         return cls(**data)
 
     def fingerprint(self) -> str:
-        """Stable short hash of everything that changes results (not execution settings)."""
+        """Stable short hash of the settings that change results and differ from their defaults.
+
+        Settings at their defaults (structure options included) are left out, so that a run keeps
+        its name when a later version adds a setting whose default reproduces the old behaviour;
+        config.json holds every value, and resuming checks it in full.
+        """
         import hashlib
-        relevant = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        defaults = Config().to_dict()
+        relevant = {k: v for k, v in self.to_dict().items()
+                    if k not in EXECUTION_KEYS and v != defaults[k]}
+        options = self.changed_structure_options()
+        relevant.pop("structure_options", None)
+        if options:
+            relevant["structure_options"] = options
         blob = json.dumps(relevant, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:8]
+
+    def changed_structure_options(self) -> dict[str, Any]:
+        """The structure options that differ from the structure's defaults."""
+        from minisparse.structure import structure_class
+
+        cls = structure_class(self.structure, self.plugins)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        return {k: v for k, v in self.structure_options.items() if defaults.get(k, dataclasses.MISSING) != v}
 
 
 # Settings that change how a run executes, not what it computes: results agree to float
