@@ -49,7 +49,7 @@ class LocalPool:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as output:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "minisparse.runner", job.to_json(), str(os.getpid())],
+                [sys.executable, "-P", "-m", "minisparse.runner", job.to_json(), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
 
     def started(self) -> set[str]:

@@ -37,7 +37,7 @@ SUMMARY_LINE = re.compile(r"^  (completed now|already complete|failed|failed ear
 
 
 def sweep_command(*args) -> list[str]:
-    return [sys.executable, "-c", CLI, "sweep", *map(str, args)]
+    return [sys.executable, "-P", "-c", CLI, "sweep", *map(str, args)]  # -P: as the console script, no cwd on sys.path
 
 
 def sweep(*args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -138,6 +138,18 @@ def test_killed_worker_and_ctrl_c_resume_without_redoing_finished_runs(smoke, tm
     for name, stamp in stamps.items():
         assert (out / name / "complete.json").stat().st_mtime_ns == stamp
         assert starts(out, name) == 0
+
+
+def test_workers_run_the_installed_package_even_from_a_folder_holding_a_minisparse_folder(tmp_path):
+    """A sweep started in a source checkout: its `minisparse/` folder must not shadow the package
+    (`python -m` would put the working folder first on sys.path)."""
+    (tmp_path / "minisparse").mkdir()
+    (tmp_path / "minisparse" / "__init__.py").write_text("raise ImportError('the working folder shadowed minisparse')")
+    study = write_study(tmp_path / "study", 'structures = ["conv"]\nweights = ["fixed"]\n' + TINY)
+    result = subprocess.run(sweep_command(study, "--out", tmp_path / "runs", "--workers", 1),
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert counts(result.stdout) == {"completed now": 1}, result.stdout
 
 
 def test_two_concurrent_sweeps_never_run_a_run_twice(tmp_path):
