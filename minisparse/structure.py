@@ -96,6 +96,11 @@ STRUCTURES: dict[str, type[Structure]] = {}
 def register(name: str) -> Callable[[type[Structure]], type[Structure]]:
     """Class decorator: make a structure available under `name`."""
     def decorate(cls: type[Structure]) -> type[Structure]:
+        taken = STRUCTURES.get(name)
+        if taken is not None and _origin(taken) != _origin(cls):
+            # Replacing a registered structure would label another network with its name.
+            raise ConfigError(f"structure name {name!r} is already taken by {_origin(taken)}; "
+                              f"register {cls.__qualname__} under another name")
         if not dataclasses.is_dataclass(cls) or "__dataclass_fields__" not in vars(cls):
             cls = dataclass(cls)
         cls.name = name
@@ -137,7 +142,7 @@ def load_plugins(folder: str | Path) -> list[str]:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # a plug-in's sys.exit() must not end minisparse silently
             del sys.modules[module_name]
             raise ConfigError(f"structure plug-in {str(path)!r} failed to load: {_describe(error)}") from None
     _loaded_folders[folder] = sorted(set(STRUCTURES) - before)
@@ -192,6 +197,10 @@ def _coerce(structure: str, key: str, value: Any, default: Any) -> Any:
     except ValueError:
         raise ConfigError(f"option {key}={value!r} of structure {structure} "
                           f"is not a {type(default).__name__}") from None
+
+
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _describe(error: BaseException) -> str:

@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import TINY, minisparse, only_run
 
@@ -47,4 +48,32 @@ def test_broken_plugin_names_the_file(tmp_path):
     (folder / "bad.py").write_text("import not_a_module_anywhere\n")
     result = minisparse("run", "--plugins", str(folder), "--out", str(tmp_path / "runs"), *TINY)
     assert result.returncode == 2 and "bad.py" in result.stderr and "not_a_module_anywhere" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+PLUGIN_FAILURES = {
+    "re-registers a built-in name": ('from minisparse.structure import Structure, register\n\n'
+                                    '@register("conv")\nclass Impostor(Structure):\n    pass\n',
+                                    ["impostor.py", "'conv'", "already taken"]),
+    "calls sys.exit at import": ("import sys\nsys.exit(0)\n", ["impostor.py", "SystemExit"]),
+}
+
+
+@pytest.mark.parametrize("case", PLUGIN_FAILURES, ids=list(PLUGIN_FAILURES))
+def test_a_plugin_that_would_replace_a_structure_or_exit_is_refused_everywhere(case, tmp_path):
+    """Before, `@register("conv")` silently swapped the built-in: a `breakout-conv-...` folder held
+    a dense layer; and a plug-in's sys.exit() ended minisparse with status 0 and no word."""
+    code, expected = PLUGIN_FAILURES[case]
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "impostor.py").write_text(code)
+    study = tmp_path / "study.toml"
+    study.write_text('plugins = "plugins"\nstructures = ["conv"]\n[overrides]\nframes = 1000\n')
+    for args in (["run", "--plugins", str(folder), "--out", str(tmp_path / "runs"), *TINY],
+                 ["structures", "--plugins", str(folder)],
+                 ["sweep", str(study), "--out", str(tmp_path / "runs")]):
+        result = minisparse(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and all(fragment in lines[0] for fragment in expected), (args, lines)
     assert not (tmp_path / "runs").exists()
