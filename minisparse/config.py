@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,10 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the bad value and the valid choices."""
+        for name, value in self.to_dict().items():
+            for number in value if isinstance(value, tuple) else (value,):
+                if isinstance(number, float) and not math.isfinite(number):
+                    raise ConfigError(f"{name.replace('_', '-')} must be a finite number, got {number}")
         _choice("game", self.game, GAMES)
         _choice("weights", self.weights, WEIGHT_MODES)
         _choice("activation", self.activation, ACTIVATIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import math
 import pkgutil
 import sys
 from dataclasses import dataclass
@@ -155,8 +156,9 @@ _loaded_folders: dict[Path, list[str]] = {}
 def make_structure(name: str, options: dict[str, Any], plugins: str | None = None) -> Structure:
     """Instantiate a registered structure (loading `plugins` first), checking its options by name and type."""
     cls = structure_class(name, plugins)
+    typed = typed_options(name, options, plugins)
     try:
-        return cls(**typed_options(name, options, plugins))
+        return cls(**typed)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"structure {name}: {error}") from None
 
@@ -170,7 +172,11 @@ def typed_options(name: str, options: dict[str, Any], plugins: str | None = None
         if key not in fields:
             valid = ", ".join(sorted(fields)) or "none"
             raise ConfigError(f"unknown option {key!r} for structure {name}; valid options: {valid}")
-    return {key: _coerce(name, key, value, getattr(cls, key, None)) for key, value in options.items()}
+    typed = {key: _coerce(name, key, value, getattr(cls, key, None)) for key, value in options.items()}
+    for key, value in typed.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"option {key}={value} of structure {name} must be a finite number")
+    return typed
 
 
 def structure_class(name: str, plugins: str | None = None) -> type[Structure]:
@@ -183,20 +189,29 @@ def structure_class(name: str, plugins: str | None = None) -> type[Structure]:
     return known[name]
 
 
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number"}
+
+
 def _coerce(structure: str, key: str, value: Any, default: Any) -> Any:
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
+    """`value` as the type of the option's default: text from the command line is parsed, and a
+    study file's TOML value must already be of that type (an int widens to a float)."""
+    if default is None or isinstance(default, str):
         return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        return type(default)(value)
-    except ValueError:
-        raise ConfigError(f"option {key}={value!r} of structure {structure} "
-                          f"is not a {type(default).__name__}") from None
+    kind = type(default)
+    if isinstance(value, str):
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return kind(value)
+        except ValueError:
+            raise ConfigError(f"option {key}={value!r} of structure {structure} must be {_KINDS[kind]}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"option {key}={value!r} of structure {structure} must be {_KINDS.get(kind, kind.__name__)}")
+    return value
 
 
 def _origin(cls: type) -> str:

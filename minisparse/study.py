@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import tomllib
 import types
 import typing
@@ -41,6 +42,7 @@ AXES = {"games": "game", "structures": "structure", "weights": "weights", "spars
 KEYS = ("description", *AXES, "plugins", "vary", "overrides")
 STRUCTURE_KEYS = ("options", "overrides", "sparsity")
 DEFAULT_BUDGET = "default"
+MAX_RUNS = 10_000  # a grid larger than this is a typo (seeds = 100_000_000), not a study
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class _Parser:
         for key in self.data:
             if key not in KEYS:
                 self.fail(key, f"unknown key; valid keys: {', '.join(KEYS)}")
+        if not set(self.data) - {"description"}:
+            raise ConfigError(f"{self.path}: the study is empty; give at least one of "
+                              f"{', '.join(k for k in KEYS if k != 'description')}")
         plugins = self.plugin_folder = self.plugins()
         overrides = self.settings("overrides", self.data.get("overrides", {}))
         vary = {field: self.axis(f"vary.{field}", field, values, single=False)
@@ -97,6 +102,7 @@ class _Parser:
             self.fail(f"vary.{field}", "also given in [overrides]; give it in one place")
         axes = {key: self.axis(key, AXES[key], self.top_axis(key)) for key in AXES if key != "structures"}
         structures = self.structures(set(overrides) | set(vary))
+        self.check_size(axes, structures, vary)
         configs = []
         # Seeds outermost, so that an interrupted or partial study has every condition at equal depth.
         for seed, game, (structure, settings), weights in itertools.product(
@@ -132,6 +138,8 @@ class _Parser:
         if key == "seeds" and isinstance(values, int) and not isinstance(values, bool):
             if values < 1:
                 self.fail(key, f"a number of seeds must be >= 1, got {values}")
+            if values > MAX_RUNS:
+                self.fail(key, f"{values} seeds make more than the limit of {MAX_RUNS:,} runs")
             return list(range(values))
         return values
 
@@ -248,6 +256,14 @@ class _Parser:
             return f"{origin}.overrides.{field}"
         return "the combination of settings"
 
+    def check_size(self, axes: dict[str, list[Any]], structures: dict[str, dict[str, Any]],
+                   vary: dict[str, list[Any]]) -> None:
+        """Count the grid before expanding it, so a typo fails at once instead of filling memory."""
+        budgets = sum(len(settings.get("sparsity", axes["sparsity"])) for settings in structures.values())
+        runs = len(axes["seeds"]) * len(axes["games"]) * len(axes["weights"]) * budgets * math.prod(map(len, vary.values()))
+        if runs > MAX_RUNS:
+            raise ConfigError(f"{self.path}: the study makes {runs:,} runs, more than the limit of {MAX_RUNS:,}")
+
     def check_distinct(self, configs: list[Config]) -> None:
         """Two grid points in one run folder would race; they arise from varying execution settings."""
         seen: dict[str, Config] = {}
@@ -274,7 +290,9 @@ def _alternatives(kind: Any) -> tuple[Any, ...]:
 
 def _type_name(kind: Any) -> str:
     base = typing.get_origin(kind) or kind
-    return {dict: "a table", tuple: "a list"}.get(base, getattr(base, "__name__", str(base)))
+    if base is tuple:
+        return f"a list of {len(typing.get_args(kind))} numbers"
+    return {dict: "a table"}.get(base, getattr(base, "__name__", str(base)))
 
 
 def _describe(values: dict[str, Any]) -> str:

@@ -124,6 +124,20 @@ MISTAKES = {
                                 r": structures.conv.overrides.lr: also set for every structure"),
     "no seeds": ('seeds = 0', r": seeds: a number of seeds must be >= 1"),
     "not TOML": ('structures = [', r": not valid TOML"),
+    "not a finite number": ('[overrides]\nlr = nan', r": overrides.lr \(in the run .*\): lr must be a finite number, got nan"),
+    "not a finite option": ('[structures.predictive]\noptions = {ridge = inf}',
+                            r": structures.predictive.options: option ridge=inf .* must be a finite number"),
+    "fraction for a whole-number option": ('[structures.set]\noptions = {period = 1.5}',
+                                           r": structures.set.options: option period=1.5 .* must be a whole number"),
+    "number for a true/false option": ('[structures.random]\noptions = {per_unit = 1}',
+                                       r": structures.random.options: option per_unit=1 .* must be true or false"),
+    "one Adam beta": ('[overrides]\nadam_betas = [0.9]', r": overrides.adam_betas: expected a list of 2 numbers, got list \[0.9\]"),
+    "empty study": ('', r": the study is empty; give at least one of games, structures"),
+    "only a description": ('description = "nothing"', r": the study is empty"),
+    "too many seeds": ('seeds = 100_000_000', r": seeds: 100000000 seeds make more than the limit of 10,000 runs"),
+    "too many runs": ('seeds = 100\ngames = ["breakout", "asterix"]\nstructures = ["conv", "random", "local"]\n'
+                      'weights = ["fixed", "learned"]\n[vary]\nlr = [1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 7e-4, 8e-4, 9e-4]',
+                      r": the study makes 10,800 runs, more than the limit of 10,000"),
 }
 
 
