@@ -163,6 +163,11 @@ def _record(run: Run, item: Finished, progress: SweepProgress) -> None:
 
     run.status, run.detail = item.outcome, item.detail
     run.frames = frames_done(run.path)
+    if item.outcome in (runner.COMPLETED, runner.ALREADY_COMPLETE) and not rundir.is_complete(run.path):
+        # Completion is what the run directory says, not what a worker process reports.
+        run.status = runner.FAILED
+        run.detail = (f"its worker reported '{item.outcome}' but the run has no {rundir.COMPLETE} "
+                      f"({run.frames:,} of {run.config.frames:,} frames); the next sweep resumes it")
     if item.outcome == runner.FAILED:
         run.detail = run.detail or _last_line(run.path / rundir.ERROR)
     note = f" ({run.detail})" if run.detail else ""

@@ -238,6 +238,35 @@ options = {{trigger = "{trigger}"}}
     assert starts(out, conv.name) == 1
 
 
+QUITTER = '''
+import os
+from minisparse.structure import Structure, register
+
+
+@register("quitter")
+class Quitter(Structure):
+    """Ends its worker process with status 0 after 100 updates, as a run that stops early would."""
+
+    learns_connectivity = True
+
+    def is_update_step(self, step, spec):
+        if step == 100:
+            os._exit(0)
+        return False
+'''
+
+
+def test_a_worker_that_exits_0_without_finishing_its_run_is_not_counted_complete(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "quitter.py").write_text(QUITTER)
+    study = write_study(tmp_path, 'plugins = "plugins"\nstructures = ["quitter"]\nweights = ["learned"]\n' + TINY)
+    result = sweep(study, "--out", tmp_path / "runs", "--workers", 1)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert counts(result.stdout) == {"failed": 1}, result.stdout
+    assert "reported 'completed' but the run has no complete.json" in result.stdout
+    assert not list((tmp_path / "runs").glob("*/complete.json"))
+
+
 BAD_STUDIES = {
     "structure typo": ('structures = ["conv", "rigll"]', ["structures", "'rigll'", "conv, dense", "random"]),
     "option typo": ('[structures.random]\noptions = {per_unt = true}',
