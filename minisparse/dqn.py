@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -156,8 +156,12 @@ class Agent:
         return {"network": self.q.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
                 "engine": self.engine.state_dict(),
-                "meta": json.dumps({"counters": counters, "rng": self.rng.bit_generator.state,
-                                    "game": self.game.get_state()})}
+                "meta": json.dumps({"run": self.identity(), "counters": counters,
+                                    "rng": self.rng.bit_generator.state, "game": self.game.get_state()})}
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed in a run directory: the config's fingerprint and seed."""
+        return {"fingerprint": self.config.fingerprint(), "seed": self.config.seed}
 
     def load_state_dict(self, state: dict) -> None:
         self.q.load_state_dict(state["network"])
@@ -185,9 +189,14 @@ def resume(path: Path) -> Path:
     config = rundir.read_config(path)
     if rundir.is_complete(path):
         return path
+    rundir.check_identity(path, config)
     state = rundir.load_checkpoint(path)
     agent = Agent(config)
     if state is not None:
+        written_by = _checkpoint_identity(state)
+        if written_by != agent.identity():
+            raise ConfigError(f"cannot resume {str(path)!r}: {rundir.CHECKPOINT} belongs to another run "
+                              f"({written_by or 'no run identity'}; this run is {agent.identity()})")
         try:
             agent.load_state_dict(state)
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
@@ -196,6 +205,13 @@ def resume(path: Path) -> Path:
     rundir.remove_stale_temporaries(path)
     _train(agent, path)
     return path
+
+
+def _checkpoint_identity(state: dict) -> dict[str, Any] | None:
+    try:
+        return json.loads(state["meta"]).get("run")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _train(agent: Agent, path: Path) -> None:

@@ -46,7 +46,8 @@ def create(config: Config, out: Path, capacity: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=out))
     try:
-        write_json(staging / CONFIG, {"config": config.to_dict(), "capacity": capacity,
+        write_json(staging / CONFIG, {"config": config.to_dict(), "fingerprint": config.fingerprint(),
+                                      "capacity": capacity,
                                       "versions": package_versions(), "git_commit": git_commit(),
                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         (staging / "masks").mkdir()
@@ -74,6 +75,19 @@ def read_config(path: Path) -> Config:
         raise ConfigError(f"cannot resume {str(path)!r}: {CONFIG} is corrupt ({error})") from None
     except ConfigError as error:
         raise ConfigError(f"cannot resume {str(path)!r}: incompatible {CONFIG} ({error})") from None
+
+
+def check_identity(path: Path, config: Config) -> None:
+    """Refuse to resume a run whose config.json was edited after it started: the checkpoint would bring
+    back the old optimizer settings while other edits (gamma, frames) changed the run mid-way, and
+    config.json would describe neither."""
+    data = json.loads((path / CONFIG).read_text())
+    started_as = data.get("fingerprint") or path.name.rsplit("-", 1)[-1]  # older runs: the folder's id
+    now = config.fingerprint()
+    if now != started_as:
+        raise ConfigError(f"cannot resume {str(path)!r}: {CONFIG} was edited after the run started (its settings "
+                          f"now hash to {now}, the run's are {started_as}); restore it, or start a new run "
+                          f"with the new settings")
 
 
 def atomic_write(path: Path, write: Any, mode: str = "w") -> None:

@@ -137,7 +137,33 @@ def test_resume_with_a_checkpoint_of_another_config(tiny_run, tmp_path):
     torch.save(Agent(Config(structure="conv", replay_start=500, replay_capacity=2000)).state_dict(),
                run / "checkpoint.pt")
     before = (run / "episodes.csv").read_bytes()
-    assert_one_line_error(minisparse("run", "--resume", str(run)), ["does not match its config"])
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["checkpoint.pt belongs to another run"])
+    assert (run / "episodes.csv").read_bytes() == before
+
+
+def test_resume_refuses_a_checkpoint_of_the_same_config_with_another_seed(tiny_run, tmp_path):
+    """Same network shapes, so it would load: only the run identity in the checkpoint tells them apart."""
+    from minisparse import rundir
+    from minisparse.dqn import Agent
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    config = rundir.read_config(run)
+    config.seed = 7
+    torch.save(Agent(config).state_dict(), run / "checkpoint.pt")
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["belongs to another run", "'seed': 7"])
+
+
+@pytest.mark.parametrize("edit", [('"lr": 0.00025', '"lr": 0.001'), ('"gamma": 0.99', '"gamma": 0.5'),
+                                  ('"frames": 3000', '"frames": 6000')])
+def test_resume_refuses_an_edited_config(edit, tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    text = (run / "config.json").read_text()
+    assert edit[0] in text
+    (run / "config.json").write_text(text.replace(edit[0], edit[1]))
+    before = (run / "episodes.csv").read_bytes()
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["config.json was edited", "restore it"])
     assert (run / "episodes.csv").read_bytes() == before
 
 
