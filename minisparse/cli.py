@@ -5,11 +5,13 @@ import dataclasses
 import os
 import sys
 import typing
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from minisparse import runner
 from minisparse.analysis.command import compare
 from minisparse.bench_command import bench
 from minisparse.outputs import check_output_file, check_output_root
@@ -136,9 +138,13 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
                  if name != "resume" and ctx.get_parameter_source(name).name == "COMMANDLINE"]
         if given:
             raise ConfigError(f"--resume takes no other options (the run's config.json decides); got --{given[0]}")
-        path = dqn.resume(resume)
+        resume = resume.resolve()
+        with runner.exclusive(resume.parent, resume.name) if resume.is_dir() else nullcontext():
+            path = dqn.resume(resume)
     else:
-        path = dqn.start(config_from_options(fields, structure_option), out)
+        agent, path = dqn.create(config_from_options(fields, structure_option), out)
+        with runner.exclusive(out, path.name):
+            dqn.train(agent, path)
     click.echo(f"run complete: {path}")
 
 

@@ -177,11 +177,16 @@ class Agent:
 
 def start(config: Config, out: Path) -> Path:
     """Create a run directory for `config` under `out` and train to the end."""
+    agent, path = create(config, out)
+    train(agent, path)
+    return path
+
+
+def create(config: Config, out: Path) -> tuple[Agent, Path]:
+    """A fresh agent for `config` and its new run directory under `out` (nothing on disk if `config` fails)."""
     check_output_root(out)
     agent = Agent(config)
-    path = rundir.create(config, out, agent.q.capacity())
-    _train(agent, path)
-    return path
+    return agent, rundir.create(config, out, agent.q.capacity())
 
 
 def resume(path: Path) -> Path:
@@ -203,7 +208,7 @@ def resume(path: Path) -> Path:
             reason = str(error).splitlines()[0]
             raise ConfigError(f"cannot resume {str(path)!r}: checkpoint does not match its config ({reason})") from None
     rundir.remove_stale_temporaries(path)
-    _train(agent, path)
+    train(agent, path)
     return path
 
 
@@ -214,7 +219,8 @@ def _checkpoint_identity(state: dict) -> dict[str, Any] | None:
         return None
 
 
-def _train(agent: Agent, path: Path) -> None:
+def train(agent: Agent, path: Path) -> None:
+    """Train from where `agent` is to the end, writing the run directory `path`."""
     config, c = agent.config, agent.counters
     progress = Progress(config.frames, c.frame, path.name, config.log_every)
     for row in c.episode_rows[-20:]:

@@ -21,9 +21,10 @@ import socket
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from minisparse.locks import try_lock
 
@@ -63,6 +64,18 @@ def events_path(out: Path, name: str) -> Path:
 
 def log_path(out: Path, name: str) -> Path:
     return out / BOOKKEEPING / f"{name}.log"
+
+
+@contextmanager
+def exclusive(out: Path, name: str) -> Iterator[None]:
+    """Hold the run's lock (the one sweeps take) for the block, or fail in one line if another process has it."""
+    from minisparse.config import ConfigError
+
+    with try_lock(lock_path(out, name)) as held:
+        if not held:
+            raise ConfigError(f"run {str(out / name)!r} is being trained by another process (a sweep or "
+                              f"another minisparse run holds its lock); wait for it to end")
+        yield
 
 
 def read_events(out: Path, name: str) -> list[dict[str, Any]]:

@@ -229,3 +229,25 @@ def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(loading, tmp
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["minisparse: interrupted"]
     assert not out.exists()
+
+
+def test_a_run_being_trained_cannot_be_resumed_by_another_process(tmp_path):
+    """Before, a second `run --resume` trained the same folder at once (and removed the first one's
+    temporary files); now `run` takes the lock sweeps take."""
+    out = tmp_path / "runs"
+    first = subprocess.Popen([sys.executable, "-m", "minisparse", "run", "--out", str(out), "--frames", "1000000",
+                              "--replay-start", "500", "--log-every", "500"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/train.csv")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run = next(out.glob("breakout-*"))
+        second = minisparse("run", "--resume", str(run), timeout=60)  # without the lock it trains on
+        assert_one_line_error(second, ["being trained by another process", run.name])
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=60)
+    assert first.returncode == 130, first.stderr
+    assert not list(run.glob("**/.*.tmp"))
