@@ -1,6 +1,7 @@
 """`compare`: every figure and table of a study, from run directories to an output folder."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from matplotlib.figure import Figure
 
 from . import figures
 from .capacity import capacity_table, capacity_warning
-from .load import NoRunsError, Paths, find_runs, load_capacity, load_runs, load_train
+from .load import BrokenRunWarning, NoRunsError, Paths, find_runs, load_capacity, load_runs, load_train
 from .pictures import draw_run_masks
 from .stats import (binned, binned_returns, final_performance, probability_of_improvement, rank_table,
                     run_scores)
@@ -34,8 +35,12 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     NotADirectoryError (out is a file) before writing anything. `reps` bootstrap resamples,
     seeded by `seed`, give every confidence interval.
     """
-    runs = find_runs(paths)
-    episodes = load_runs(runs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BrokenRunWarning)
+        runs = find_runs(paths)
+        episodes = load_runs(runs)
+    broken = [w.message for w in caught if isinstance(w.message, BrokenRunWarning)]
+    runs = [run for run in runs if run not in {warning.run for warning in broken}]
     if episodes.empty:
         raise NoRunsError(f"none of the {len(runs)} runs found has finished an episode yet")
     out = Path(out)
@@ -44,7 +49,8 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     scores = run_scores(episodes, last_fraction)
     capacity = capacity_table(load_capacity(runs))
     warning = capacity_warning(capacity)
-    result = Comparison(warnings=_run_warnings(runs, scores, last_fraction) + ([warning] if warning else []))
+    result = Comparison(warnings=[str(w) for w in broken] + _run_warnings(runs, scores, last_fraction)
+                        + ([warning] if warning else []))
     figure_warning = "structures not at matched capacity (see the capacity table)" if warning else None
     palette = figures.structure_palette(scores["structure"])
     seeds = figures.seeds_note(scores.groupby(["game", "weights", "structure"]).size())
@@ -87,7 +93,11 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
               "and learned weights; rank_change = fixed rank - learned rank")
         figure("fixed_vs_learned", lambda: figures.interaction(ranks, palette, figure_warning))
 
-    train = load_train(runs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BrokenRunWarning)
+        train = load_train(runs)
+    result.warnings += [f"{w.message} (its train.csv rows only)" for w in caught
+                        if isinstance(w.message, BrokenRunWarning)]
     changing = _changing_runs(train, runs)
     logged = train[train["path"].isin(changing)]
     logged = logged.assign(structure=logged["path"].map(scores.set_index("path")["structure"]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Union
@@ -17,8 +18,17 @@ PathLike = Union[str, "os.PathLike[str]"]
 Paths = Union[PathLike, Iterable[PathLike]]
 
 EPISODE_COLUMNS = ["frame", "episode", "return", "length", "epsilon", "seconds"]
+TRAIN_COLUMNS = ["frame", "updates", "loss", "mean_q", "frames_per_s"]
 CAPACITY_COLUMNS = ["units", "inputs", "connections", "parameters", "density", "flops"]
 RUN_COLUMNS = ["run", "path", "complete"]  # added to every row, after the config columns
+
+
+class BrokenRunWarning(UserWarning):
+    """A run left out because one of its files cannot be read; the message names the file and why."""
+
+    def __init__(self, run: Path, message: str):
+        super().__init__(message)
+        self.run = run
 
 
 class NoRunsError(Exception):
@@ -29,16 +39,32 @@ class NoRunsError(Exception):
 
 
 def find_runs(paths: Paths) -> list[Path]:
-    """Return every run directory (a folder with config.json) at or below the paths, sorted."""
+    """Return every run directory (a folder with a readable config.json) at or below the paths, sorted.
+
+    Hidden folders (a run being created, a sweep's bookkeeping) are not runs. A run whose config.json
+    cannot be read is left out with a BrokenRunWarning; a path with no readable run raises NoRunsError.
+    """
     runs: set[Path] = set()
     for path in _as_list(paths):
         if not path.exists():
             raise NoRunsError(f"{path} does not exist")
         found = [path] if (path / "config.json").is_file() else [
-            config.parent for config in path.rglob("config.json")]
+            config.parent for config in path.rglob("config.json")
+            if not any(part.startswith(".") for part in config.parent.relative_to(path).parts)]
         if not found:
             raise NoRunsError(f"{path} holds no runs (no config.json at or below it)")
-        runs.update(p.resolve() for p in found)
+        readable = []
+        for run in found:
+            try:
+                _read_config(run)
+                readable.append(run)
+            except NoRunsError as error:
+                if len(found) == 1:
+                    raise
+                warnings.warn(BrokenRunWarning(run, f"left out {run.name}: {error}"), stacklevel=2)
+        if not readable:
+            raise NoRunsError(f"{path} holds no readable runs (each one's config.json is broken)")
+        runs.update(p.resolve() for p in readable)
     return sorted(runs)
 
 
@@ -54,7 +80,7 @@ def load_runs(paths: Paths) -> pd.DataFrame:
 
 def load_train(paths: Paths) -> pd.DataFrame:
     """One row per train.csv row (loss, mean_q, density_<layer>, changed_<layer>, ...) of every run."""
-    return _load_csv(paths, "train.csv", ["frame", "updates", "loss", "mean_q", "frames_per_s"])
+    return _load_csv(paths, "train.csv", TRAIN_COLUMNS)
 
 
 def load_capacity(paths: Paths) -> pd.DataFrame:
@@ -84,14 +110,38 @@ def run_info(run: Path) -> dict[str, Any]:
 
 
 def _load_csv(paths: Paths, name: str, columns: list[str]) -> pd.DataFrame:
+    """Each run's `name` with its run columns; a file that does not parse as the core writes it is left
+    out with a BrokenRunWarning naming the file and the reason (the rest still load)."""
     frames = []
     for run in find_runs(paths):
         file = run / name
-        rows = pd.read_csv(file) if file.is_file() and file.stat().st_size else None
+        try:
+            rows = _read_table(file, columns) if file.is_file() and file.stat().st_size else None
+        except ValueError as error:
+            warnings.warn(BrokenRunWarning(run, f"left out {run.name}: {file} {error}"), stacklevel=3)
+            continue
         if rows is not None and len(rows):
             info = pd.DataFrame([run_info(run)]).iloc[[0] * len(rows)].set_axis(rows.index)
             frames.append(pd.concat([rows, info], axis=1))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, *RUN_COLUMNS])
+
+
+def _read_table(file: Path, columns: list[str]) -> pd.DataFrame:
+    """The CSV with its required `columns` present and numeric, else ValueError saying what is wrong."""
+    try:
+        rows = pd.read_csv(file)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"does not parse as CSV ({str(error).splitlines()[0]})") from None
+    missing = [column for column in columns if column not in rows.columns]
+    if missing:
+        raise ValueError(f"lacks the column(s) {', '.join(missing)} (it has {', '.join(map(str, rows.columns))})")
+    for column in columns:
+        numbers = pd.to_numeric(rows[column], errors="coerce")
+        bad = rows[column][numbers.isna() & rows[column].notna()]
+        if len(bad):
+            raise ValueError(f"has a non-number in column {column} (row {bad.index[0] + 2}: {bad.iloc[0]!r})")
+        rows[column] = numbers
+    return rows
 
 
 def _read_config(run: Path) -> dict[str, Any]:
@@ -105,7 +155,7 @@ def _read_config(run: Path) -> dict[str, Any]:
 def _read_json(file: Path) -> Any:
     try:
         return json.loads(file.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise NoRunsError(f"{file} is not valid JSON ({error})") from None
 
 

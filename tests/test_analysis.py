@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -478,3 +479,44 @@ def test_structures_never_run_on_a_common_game_are_not_compared(tmp_path: Path) 
         write_run(tmp_path, game="asterix", structure="set", seed=seed, final=float(seed + 1))
     table = probability_of_improvement(load_runs(tmp_path), reps=100)
     assert sorted(zip(table["x"], table["y"])) == [("random", "set"), ("set", "random")]
+
+
+BREAKAGES = {
+    "broken quoting": ("episodes.csv", lambda text: text.replace("\n250,", '\n"250,', 1), "does not parse as CSV"),
+    "text in the return column": ("episodes.csv", lambda text: text.replace(",0.0,", ",lots,", 1),
+                                  "non-number in column return"),
+    "random bytes": ("episodes.csv", lambda text: "\x00\xff\xfe garbage \x81", "episodes.csv"),
+    "renamed column": ("episodes.csv", lambda text: text.replace("return", "score", 1), "lacks the column(s) return"),
+    "invalid config.json": ("config.json", lambda text: text[:40], "not valid JSON"),
+    "config.json of something else": ("config.json", lambda text: '{"name": "x"}', "not a minisparse run config"),
+}
+
+
+@pytest.mark.parametrize("case", BREAKAGES, ids=list(BREAKAGES))
+def test_compare_leaves_out_a_broken_run_with_one_warning_and_reports_the_rest(case, tmp_path: Path) -> None:
+    """Before, one corrupt file stopped compare from writing any report."""
+    name, corrupt, reason = BREAKAGES[case]
+    for seed in range(3):
+        write_run(tmp_path / "runs", structure="conv", seed=seed, final=1.0)
+        write_run(tmp_path / "runs", structure="random", seed=seed, final=2.0)
+    broken = next((tmp_path / "runs").glob("breakout-random-learned-s1-*"))
+    file = broken / name
+    if case == "random bytes":
+        file.write_bytes(b"\x00\xff\xfe garbage \x81\n\x02,\x03")
+    else:
+        file.write_text(corrupt(file.read_text()))
+    result = compare(tmp_path / "runs", tmp_path / "out", reps=100)
+    named = [w for w in result.warnings if broken.name in w]
+    assert len(named) == 1 and name in named[0] and reason in named[0], result.warnings
+    assert sorted(result.tables["run_scores"]["structure"].value_counts().items()) == [("conv", 3), ("random", 2)]
+    capacity = result.tables["capacity"]
+    assert capacity.loc[capacity["structure"] == "random", "runs"].unique().tolist() == [2]
+    assert (tmp_path / "out" / "final_performance.csv").is_file()
+
+
+def test_a_staging_folder_or_sweep_bookkeeping_is_not_a_run(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "runs", structure="conv", seed=0)
+    shutil.copytree(run, tmp_path / "runs" / f".{run.name}.tmpab12")  # a run being created
+    shutil.copytree(run, tmp_path / "runs" / ".sweep" / "copy")
+    assert find_runs(tmp_path / "runs") == [run.resolve()]
+    assert load_capacity(tmp_path / "runs")["run"].unique().tolist() == [run.name]
