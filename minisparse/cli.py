@@ -226,11 +226,15 @@ cli.add_command(sweep)
 cli.add_command(bench)
 
 
+OUT_OF_SPACE = 75  # sysexits' EX_TEMPFAIL: not a mistake in the input; retry once space is freed
+
+
 def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit status 2; Ctrl-C before a run
-    has started (a started run checkpoints and raises Interrupted) exits 130 with one line."""
+    """Entry point: user mistakes become one line on stderr and exit status 2, a full disk one line
+    and status 75 (retry once space is freed); Ctrl-C before a run has started (a started run
+    checkpoints and raises Interrupted) exits 130 with one line."""
     try:
-        from minisparse.dqn import Interrupted
+        from minisparse.dqn import Interrupted, OutOfSpace
     except KeyboardInterrupt:
         _interrupted()
     try:
@@ -241,6 +245,9 @@ def main() -> None:
         _fail(str(error))
     except (click.exceptions.Abort, KeyboardInterrupt):
         _interrupted()
+    except OutOfSpace as error:
+        click.echo(f"minisparse: error: {error}", err=True)
+        sys.exit(OUT_OF_SPACE)
     except Interrupted as stop:
         click.echo(f"minisparse: {stop}", err=True)
         sys.exit(128 + stop.signum)

@@ -31,6 +31,10 @@ from minisparse.structure import make_structure
 from minisparse.td import make_td
 
 
+class OutOfSpace(Exception):
+    """The disk filled up; the run directory is intact as of its last complete write, and can be resumed."""
+
+
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived; a checkpoint was written and the run can be resumed."""
 
@@ -186,7 +190,11 @@ def create(config: Config, out: Path) -> tuple[Agent, Path]:
     """A fresh agent for `config` and its new run directory under `out` (nothing on disk if `config` fails)."""
     check_output_root(out)
     agent = Agent(config)
-    return agent, rundir.create(config, out, agent.q.capacity())
+    try:
+        return agent, rundir.create(config, out, agent.q.capacity())
+    except rundir.DiskFull:
+        raise OutOfSpace(f"no space left on the device for a new run under {out}; nothing was written; "
+                         f"free space and run the same command again") from None
 
 
 def resume(path: Path) -> Path:
@@ -225,6 +233,18 @@ def train(agent: Agent, path: Path) -> None:
     progress = Progress(config.frames, c.frame, path.name, config.log_every)
     for row in c.episode_rows[-20:]:
         progress.episode(row[2])
+    try:
+        _train_to_end(agent, path, progress)
+    except rundir.DiskFull as error:
+        raise OutOfSpace(f"no space left on the device while writing {error.path.name} at frame {c.frame:,}; "
+                         f"the run is intact as of its last checkpoint; free space, then continue with: "
+                         f"minisparse run --resume {path}") from None
+    finally:
+        progress.close()
+
+
+def _train_to_end(agent: Agent, path: Path, progress: Progress) -> None:
+    config, c = agent.config, agent.counters
     clock = _Clock(c.seconds)
     log_time, log_frame = time.monotonic(), c.frame
     observation = agent.game.observation()
@@ -232,30 +252,27 @@ def train(agent: Agent, path: Path) -> None:
     def write_start_masks() -> None:
         rundir.write_masks(path / "masks" / "start.npz", agent.engine.masks())
 
-    try:
-        with _stop_on_signals() as stop:
-            while c.frame < config.frames:
-                observation, reward, done = agent.step(observation, write_start_masks)
-                c.episode_return += reward
-                c.episode_length += 1
-                if done:
-                    c.episodes += 1
-                    c.episode_rows.append([c.frame, c.episodes, c.episode_return, c.episode_length,
-                                           epsilon(config, c.frame), round(clock.seconds(), 3)])
-                    progress.episode(c.episode_return)
-                    c.episode_return, c.episode_length = 0.0, 0
-                progress.advance(c.frame, epsilon(config, c.frame))
-                if c.frame % config.log_every == 0 or c.frame == config.frames:
-                    now = time.monotonic()
-                    _log(agent, path, (c.frame - log_frame) / max(now - log_time, 1e-9))
-                    log_time, log_frame = now, c.frame
-                if c.frame % config.checkpoint_every == 0 or stop.signum is not None:
-                    c.seconds = clock.seconds()
-                    _checkpoint(agent, path)
-                    if stop.signum is not None:
-                        raise Interrupted(stop.signum, path)
-    finally:
-        progress.close()
+    with _stop_on_signals() as stop:
+        while c.frame < config.frames:
+            observation, reward, done = agent.step(observation, write_start_masks)
+            c.episode_return += reward
+            c.episode_length += 1
+            if done:
+                c.episodes += 1
+                c.episode_rows.append([c.frame, c.episodes, c.episode_return, c.episode_length,
+                                       epsilon(config, c.frame), round(clock.seconds(), 3)])
+                progress.episode(c.episode_return)
+                c.episode_return, c.episode_length = 0.0, 0
+            progress.advance(c.frame, epsilon(config, c.frame))
+            if c.frame % config.log_every == 0 or c.frame == config.frames:
+                now = time.monotonic()
+                _log(agent, path, (c.frame - log_frame) / max(now - log_time, 1e-9))
+                log_time, log_frame = now, c.frame
+            if c.frame % config.checkpoint_every == 0 or stop.signum is not None:
+                c.seconds = clock.seconds()
+                _checkpoint(agent, path)
+                if stop.signum is not None:
+                    raise Interrupted(stop.signum, path)
     _finish(agent, path, clock.seconds())
 
 

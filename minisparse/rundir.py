@@ -5,6 +5,7 @@ The layout is documented in docs/run-directory.md.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -90,9 +91,22 @@ def check_identity(path: Path, config: Config) -> None:
                           f"with the new settings")
 
 
+class DiskFull(Exception):
+    """The disk filled up while a run's file was written; the file before the write is intact."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"no space left on the device while writing {path}")
+        self.path = path
+
+
 def atomic_write(path: Path, write: Any, mode: str = "w") -> None:
-    """Write through a temporary file in the same folder, then rename over the target."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write through a temporary file in the same folder, then rename over the target; the target
+    is never half-written, and a full disk raises DiskFull (torch hides ENOSPC under its own error)."""
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        _raise_if_disk_full(error, path)
+        raise
     try:
         with os.fdopen(handle, mode) as file:
             write(file)
@@ -100,9 +114,17 @@ def atomic_write(path: Path, write: Any, mode: str = "w") -> None:
             os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         os.unlink(temporary)
+        _raise_if_disk_full(error, path)
         raise
+
+
+def _raise_if_disk_full(error: BaseException, path: Path) -> None:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path) from None
+        error = error.__cause__ or error.__context__
 
 
 def write_json(path: Path, data: Any) -> None:
