@@ -23,9 +23,12 @@ def _floats(text: str) -> tuple[float | None, ...]:
             values.append(None)
             continue
         try:
-            values.append(float(item))
+            value = float(item)
         except ValueError:
             raise ConfigError(f"sparsity {item!r} is not a number (or 'default')") from None
+        if not 0.0 <= value < 1.0:  # also refuses nan
+            raise ConfigError(f"sparsity {item!r} is outside [0, 1)")
+        values.append(value)
     return tuple(values)
 
 
@@ -43,6 +46,8 @@ def _densities(text: str) -> tuple[float, ...]:
 
 def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ConfigError(f"no {what} in {text!r}; give one or more of: {', '.join(valid or ())}")
     for name in names:
         if valid is not None and name not in valid:
             raise ConfigError(f"unknown {what} {name!r}; valid choices: {', '.join(valid)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import signal
 import time
 from contextlib import contextmanager
@@ -78,11 +79,43 @@ def epsilon(config: Config, frame: int) -> float:
     return config.epsilon_start + (config.epsilon_end - config.epsilon_start) * progress
 
 
+def check_resources(config: Config) -> None:
+    """Refuse, before allocating anything, a run this machine cannot hold: more threads than CPUs
+    (libgomp fails with a bare line), or more memory than is available (a traceback mid-build)."""
+    cpus = os.cpu_count() or 1
+    if config.threads > cpus:
+        raise ConfigError(f"threads {config.threads} is more than this machine's {cpus} CPUs")
+    packed = (config.input_size + 7) // 8
+    replay = (config.replay_capacity + 1) * packed + config.replay_capacity * 24
+    weights = config.hidden_units * (config.input_size + 1) + config.dense_units * (config.hidden_units + 1)
+    # online, target, gradient, two optimizer states and a score per weight, 4 bytes each; a mask byte
+    networks = weights * (6 * 4 + 1)
+    available = _available_memory()
+    if available is not None and replay + networks > available:
+        raise ConfigError(f"this run needs about {(replay + networks) / 2**30:.1f} GiB of memory (replay "
+                          f"{replay / 2**30:.1f} GiB, networks {networks / 2**30:.1f} GiB) but the machine has "
+                          f"{available / 2**30:.1f} GiB available; lower --replay-capacity, --hidden-units "
+                          f"or --dense-units")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class Agent:
     """Networks, optimizer, replay, game and random streams of one run, built from its config."""
 
     def __init__(self, config: Config):
         self.config = config.validate()
+        check_resources(config)
         self.device = resolve_device(config.device)
         torch.set_num_threads(config.threads)
         self.structure = make_structure(config.structure, config.structure_options, config.plugins)

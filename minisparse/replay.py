@@ -94,4 +94,7 @@ class Replay:
             if source.shape != target.shape:
                 raise ValueError(f"replay {name} has shape {source.shape}, expected {target.shape}")
             target[...] = source
-        self.added = int(state["added"])
+        added = int(state["added"])
+        if added < 0:
+            raise ValueError(f"replay count {added} is negative")
+        self.added = added

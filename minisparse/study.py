@@ -73,6 +73,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"study file {str(path)!r} is a directory") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text, as TOML must be (byte {error.start} is {error.object[error.start]:#04x})") from None
+    except PermissionError:
+        raise ConfigError(f"study file {str(path)!r} cannot be read (permission denied)") from None
 
 
 class _Parser:

@@ -19,7 +19,7 @@ def minisparse(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def only_run(out: Path) -> Path:
-    runs = [p for p in out.iterdir() if p.is_dir()]
+    runs = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]  # .sweep: the runs' locks
     assert len(runs) == 1, runs
     return runs[0]
 

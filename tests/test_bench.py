@@ -102,10 +102,16 @@ def test_bench_writes_the_table_and_json_it_promises(tmp_path):
     (["--game", "pong"], ["pong", "breakout"]),
     (["--layers", "0.05,1.5"], ["layer density", "1.5", "(0, 1]"]),
     (["--layers", "abc"], ["layer density", "abc"]),
+    (["--structures", ","], ["no structure", "','", "conv"]),
+    (["--weights", ""], ["no weight mode", "learned", "fixed"]),
+    (["--sparsities", "nan"], ["sparsity", "nan", "[0, 1)"]),
+    (["--structures", "random", "--sparsities", "1.5"], ["sparsity", "1.5", "[0, 1)"]),
 ])
 def test_bench_bad_input_is_one_line(args, expected, tmp_path):
+    """Refused before any timing: the baseline row alone takes seconds at the default workload."""
     out = tmp_path / "bench.json"
-    result = minisparse("bench", "--prefill", "64", "--frames", "5", "--rounds", "1", "--json", str(out), *args)
+    result = minisparse("bench", "--prefill", "5000", "--frames", "1000", "--rounds", "3", "--json", str(out), *args,
+                        timeout=60)
     assert_one_line_error(result, expected)
     assert not out.exists()
 

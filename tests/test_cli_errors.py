@@ -36,6 +36,10 @@ CASES = {
     "nan adam eps": (["--optimizer", "adam", "--adam-eps", "nan"], ["adam-eps", "nan", "finite"]),
     "infinite structure option": (["--structure", "predictive", "-o", "ridge=inf"], ["ridge", "inf", "finite"]),
     "nan structure option": (["--structure", "set", "-o", "drop_fraction=nan"], ["drop_fraction", "nan", "finite"]),
+    "more threads than CPUs": (["--threads", "100000"], ["threads", "100000", "CPUs"]),
+    "replay beyond memory": (["--replay-capacity", str(10**12)], ["GiB", "--replay-capacity"]),
+    "hidden units beyond memory": (["--structure", "random", "--hidden-units", str(10**9)], ["GiB", "--hidden-units"]),
+    "dense units beyond memory": (["--dense-units", str(10**9)], ["GiB", "--dense-units"]),
     "budget for conv": (["--structure", "conv", "--sparsity", "0.5"], ["conv", "ignores the budget", "--sparsity"]),
     "budget for dense, sparse hidden": (["--structure", "dense", "--sparse-hidden", "--fan-in", "40"],
                                         ["dense", "ignores the budget", "--fan-in"]),
@@ -251,3 +255,15 @@ def test_a_run_being_trained_cannot_be_resumed_by_another_process(tmp_path):
         first.wait(timeout=60)
     assert first.returncode == 130, first.stderr
     assert not list(run.glob("**/.*.tmp"))
+
+
+def test_resume_refuses_a_checkpoint_with_a_negative_replay_count(tiny_run, tmp_path):
+    from minisparse import rundir
+    from minisparse.dqn import Agent
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    state = Agent(rundir.read_config(run)).state_dict()
+    state["replay"]["added"] = -5
+    torch.save(state, run / "checkpoint.pt")
+    assert_one_line_error(minisparse("run", "--resume", str(run)), ["replay count -5 is negative"])

@@ -15,7 +15,7 @@ STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 def study(tmp_path: Path, text: str):
     path = tmp_path / "study.toml"
-    path.write_text(text)
+    path.write_text(text, errors="surrogateescape")  # "\udcff" writes the byte 0xff
     return load_study(path)
 
 
@@ -132,6 +132,7 @@ MISTAKES = {
     "number for a true/false option": ('[structures.random]\noptions = {per_unit = 1}',
                                        r": structures.random.options: option per_unit=1 .* must be true or false"),
     "one Adam beta": ('[overrides]\nadam_betas = [0.9]', r": overrides.adam_betas: expected a list of 2 numbers, got list \[0.9\]"),
+    "not UTF-8": ('description = "caf\udcff"', r": not UTF-8 text, as TOML must be \(byte \d+ is 0xff\)"),
     "empty study": ('', r": the study is empty; give at least one of games, structures"),
     "only a description": ('description = "nothing"', r": the study is empty"),
     "too many seeds": ('seeds = 100_000_000', r": seeds: 100000000 seeds make more than the limit of 10,000 runs"),
