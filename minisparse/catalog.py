@@ -7,27 +7,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from minisparse.config import Config
+from minisparse.config import Config, ConfigError
 from minisparse.dqn import Agent
 from minisparse.layers import MaskedLinear
 from minisparse.network import build_network, layer_specs
 from minisparse.structure import available, load_plugins
 
-COLUMNS = ["structure", "units", "connections", "parameters", "density", "flops", "connectivity"]
+COLUMNS = ["structure", "units", "connections", "parameters", "density", "flops", "connectivity", "note"]
 
 
 def capacity_table(config: Config) -> pd.DataFrame:
     """One row per structure: the sparse layers' capacity once training has shaped them.
 
     Structures that learn connectivity end at the budget whatever they start from (prune and
-    l1 start dense); `connectivity` says which ones change and where they start.
+    l1 start dense); `connectivity` says which ones change and where they start. A structure that
+    cannot wire the configured layer (conv makes exactly 1024 units) has only a `note` saying why.
     """
     if config.plugins is not None:
         load_plugins(config.plugins)
     rows = []
     for name, cls in available().items():
         variant = dataclasses.replace(config, structure=name, structure_options={})
-        network = build_network(variant, cls(), torch.Generator().manual_seed(config.seed))
+        try:
+            network = build_network(variant, cls(), torch.Generator().manual_seed(config.seed))
+        except ConfigError as error:  # e.g. conv and local make exactly 1024 units
+            rows.append({"structure": name, "connectivity": "cannot wire this layer", "note": _reason(error, name)})
+            continue
         capacity, specs = network.capacity(), layer_specs(variant)
         start = sum(capacity[layer]["connections"] for layer in specs)
         learned = {l for l in specs if cls.learns_connectivity and isinstance(getattr(network, l), MaskedLinear)}
@@ -39,7 +44,11 @@ def capacity_table(config: Config) -> pd.DataFrame:
                      "flops": 2 * connections,
                      "connectivity": ("fixed" if not learned else "learned" if start == connections
                                       else f"learned, starts at {start:,}")})
-    return pd.DataFrame(rows)[COLUMNS]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _reason(error: ConfigError, name: str) -> str:
+    return str(error).removeprefix(f"structure {name}: ").removeprefix(f"structure {name} ")
 
 
 def connectivity(config: Config) -> dict[str, np.ndarray]:

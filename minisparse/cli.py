@@ -182,8 +182,12 @@ def structures(ctx: click.Context, **fields: Any) -> None:
     table = capacity_table(config)
     layers = "structured + hidden layers" if config.sparse_hidden else "structured layer"
     click.echo(f"{config.game} ({config.channels} channels), {layers}, connections at the end of training\n")
-    click.echo(table.to_string(index=False, formatters={"density": "{:.4f}".format, "connections": "{:,}".format,
-                                                         "parameters": "{:,}".format, "flops": "{:,}".format}))
+    formats = {"units": "{:,.0f}", "density": "{:.4f}", "connections": "{:,.0f}", "parameters": "{:,.0f}",
+               "flops": "{:,.0f}"}
+    click.echo(table.drop(columns="note").to_string(
+        index=False, na_rep="-", formatters={k: v.format for k, v in formats.items()}))
+    for name, note in table.dropna(subset=["note"])[["structure", "note"]].itertuples(index=False):
+        click.echo(f"{name}: {note}")
 
 
 @structures.command()

@@ -21,8 +21,10 @@ class Predictive(Structure):
     ridge: float = 1e-2
 
     def __post_init__(self):
-        if self.group_size < 1 or self.ridge <= 0:
-            raise ValueError("need group_size >= 1 and ridge > 0")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if self.ridge <= 0:
+            raise ValueError(f"ridge must be > 0, got {self.ridge}")
 
     def initial_mask(self, spec: LayerSpec, generator: torch.Generator) -> torch.Tensor:
         if spec.frames_before_learning < 2:

@@ -21,8 +21,12 @@ class SET(Structure):
     def __post_init__(self):
         if self.anneal not in ANNEALING:
             raise ValueError(f"unknown anneal {self.anneal!r}; valid choices: {', '.join(ANNEALING)}")
-        if not 0.0 <= self.drop_fraction <= 1.0 or not 0.0 < self.end <= 1.0 or self.period < 1:
-            raise ValueError("need 0 <= drop_fraction <= 1, 0 < end <= 1 and period >= 1")
+        if not 0.0 <= self.drop_fraction <= 1.0:
+            raise ValueError(f"drop_fraction {self.drop_fraction} is outside [0, 1]")
+        if not 0.0 < self.end <= 1.0:
+            raise ValueError(f"end {self.end} is outside (0, 1] (a fraction of training)")
+        if self.period < 1:
+            raise ValueError(f"period must be >= 1, got {self.period}")
 
     def initial_mask(self, spec: LayerSpec, generator: torch.Generator) -> torch.Tensor:
         return random_mask((spec.out_features, spec.in_features), spec.fan_in, generator, per_row=False)

@@ -40,6 +40,9 @@ CASES = {
     "replay beyond memory": (["--replay-capacity", str(10**12)], ["GiB", "--replay-capacity"]),
     "hidden units beyond memory": (["--structure", "random", "--hidden-units", str(10**9)], ["GiB", "--hidden-units"]),
     "dense units beyond memory": (["--dense-units", str(10**9)], ["GiB", "--dense-units"]),
+    "set drop fraction out of range": (["--structure", "set", "-o", "drop_fraction=1.5"], ["drop_fraction", "1.5", "[0, 1]"]),
+    "rigl end out of range": (["--structure", "rigl", "-o", "end=2"], ["end", "2.0", "(0, 1]"]),
+    "predictive ridge not positive": (["--structure", "predictive", "-o", "ridge=-1"], ["ridge", "-1.0", "> 0"]),
     "budget for conv": (["--structure", "conv", "--sparsity", "0.5"], ["conv", "ignores the budget", "--sparsity"]),
     "budget for dense, sparse hidden": (["--structure", "dense", "--sparse-hidden", "--fan-in", "40"],
                                         ["dense", "ignores the budget", "--fan-in"]),
@@ -267,3 +270,14 @@ def test_resume_refuses_a_checkpoint_with_a_negative_replay_count(tiny_run, tmp_
     state["replay"]["added"] = -5
     torch.save(state, run / "checkpoint.pt")
     assert_one_line_error(minisparse("run", "--resume", str(run)), ["replay count -5 is negative"])
+
+
+def test_structures_listing_at_other_hidden_units_marks_those_that_cannot_wire_them():
+    """Before, every --hidden-units but 1024 failed the whole listing by blaming conv."""
+    result = minisparse("structures", "--hidden-units", "100")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert rows["conv"].split()[1:7] == ["-"] * 5 + ["cannot"] and "cannot wire this layer" in rows["local"]
+    assert rows["random"].split()[1:3] == ["100", "3,600"]  # 9 inputs per unit per channel, 4 channels
+    assert "conv: builds 1024 hidden units; --hidden-units 100 would need another structure" in result.stdout
+    assert "local: needs hidden units in multiples of 64, got 100" in result.stdout
