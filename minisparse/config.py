@@ -159,15 +159,35 @@ class Config:
         config.json holds every value, and resuming checks it in full.
         """
         import hashlib
-        defaults = Config().to_dict()
+        defaults, inert = Config().to_dict(), self.inert_settings()
         relevant = {k: v for k, v in self.to_dict().items()
-                    if k not in EXECUTION_KEYS and v != defaults[k]}
+                    if k not in EXECUTION_KEYS and k not in inert and v != defaults[k]}
         options = self.changed_structure_options()
         relevant.pop("structure_options", None)
         if options:
             relevant["structure_options"] = options
         blob = json.dumps(relevant, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:8]
+
+    def inert_settings(self) -> set[str]:
+        """Settings this config ignores (Adam's with RMSprop, the leaky slope with relu, the layer
+        distribution without --sparse-hidden, a plug-in folder for a built-in structure). They stay in
+        config.json but not in the fingerprint, so runs that compute the same thing share a folder."""
+        from minisparse.structure import structure_class
+
+        inert = set()
+        if self.optimizer != "adam":
+            inert |= {"adam_betas", "adam_eps"}
+        if self.optimizer != "rmsprop":
+            inert |= {"rmsprop_alpha", "rmsprop_eps", "rmsprop_centered"}
+        if self.activation != "leaky_relu":
+            inert.add("leaky_slope")
+        if not self.sparse_hidden:
+            inert.add("distribution")
+        if self.plugins is not None and structure_class(self.structure, self.plugins).__module__.startswith(
+                "minisparse.structures."):
+            inert.add("plugins")
+        return inert
 
     def changed_structure_options(self) -> dict[str, Any]:
         """The structure options that differ from the structure's defaults."""

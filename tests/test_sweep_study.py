@@ -171,3 +171,29 @@ def test_cli_and_study_options_give_the_same_run_folder(tmp_path):
     from_cli = Config(structure="random", weights="fixed", structure_options=typed_options("random", {"per_unit": "false"}))
     assert config.structure_options == {"per_unit": False}
     assert run_name(config) == run_name(from_cli)
+
+
+@pytest.mark.parametrize("inert", [
+    {"adam_betas": (0.5, 0.6), "adam_eps": 1e-3},                      # Adam's settings under RMSprop
+    {"rmsprop_alpha": 0.5, "rmsprop_centered": False, "_base": {"optimizer": "adam"}},
+    {"leaky_slope": 0.2},                                              # with relu
+    {"distribution": "erk"},                                           # without --sparse-hidden
+    {"plugins": "EMPTY"},                                              # a plug-in folder for a built-in
+], ids=["adam under rmsprop", "rmsprop under adam", "slope under relu", "erk without sparse hidden",
+        "plug-ins for a built-in"])
+def test_settings_a_run_ignores_leave_its_folder_as_it_is(inert, tmp_path):
+    from minisparse.config import Config
+    from minisparse.rundir import run_name
+
+    (tmp_path / "empty").mkdir()
+    inert = {k: str(tmp_path / "empty") if v == "EMPTY" else v for k, v in inert.items()}
+    base = inert.pop("_base", {})
+    assert run_name(Config(structure="random", **{**base, **inert})) == run_name(Config(structure="random", **base))
+    # the same settings where they do act change the folder
+    acting = {"adam_betas": {"optimizer": "adam"}, "rmsprop_alpha": {"optimizer": "rmsprop"},
+              "leaky_slope": {"activation": "leaky_relu"}, "distribution": {"sparse_hidden": True}}
+    for name, where in acting.items():
+        if name in inert:
+            changed = {**inert, **where}
+            assert run_name(Config(structure="random", **changed)) != run_name(
+                Config(structure="random", **{k: v for k, v in changed.items() if k not in inert}))
