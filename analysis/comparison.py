@@ -13,8 +13,8 @@ from . import figures
 from .capacity import capacity_table, capacity_warning
 from .load import BrokenRunWarning, NoRunsError, Paths, find_runs, load_capacity, load_runs, load_train
 from .pictures import draw_run_masks
-from .stats import (binned, binned_returns, final_performance, probability_of_improvement, rank_table,
-                    run_scores)
+from .stats import (ALL_GAMES, binned, binned_returns, final_performance, probability_of_improvement,
+                    rank_table, run_scores)
 from .tables import write_table
 
 
@@ -72,6 +72,7 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         binned_returns(episodes, bins), palette, figure_warning, reps=reps, seed=seed))
 
     performance = final_performance(episodes, last_fraction, reps, seed=seed)
+    result.warnings += _left_out_of_all_games(scores, performance)
     table("final_performance", performance,
           f"Final performance: IQM of run scores (mean return over the last {last_fraction:.0%} "
           f"of frames) with 95% stratified bootstrap CIs; {seeds}")
@@ -125,6 +126,20 @@ def _run_warnings(runs: list[Path], scores: pd.DataFrame, last_fraction: float) 
     if unscored:
         warnings.append(f"{_runs(unscored)} no episode ending in the last {last_fraction:.0%} of the "
                         f"run's frames; left out of the final performance ({_names(unscored)})")
+    return warnings
+
+
+def _left_out_of_all_games(scores: pd.DataFrame, performance: pd.DataFrame) -> list[str]:
+    """Runs on a game that not every structure of their weight mode ran: not in the `all games` rows."""
+    warnings = []
+    aggregated = performance[performance["game"] == ALL_GAMES].groupby("weights")["games"].first()
+    for weights, games in aggregated.items():
+        mode = scores[scores["weights"] == weights]
+        outside = mode[~mode["game"].isin(games.split(", "))]
+        if len(outside):
+            which = ", ".join(f"{structure} on {game}" for (structure, game), _ in outside.groupby(["structure", "game"]))
+            warnings.append(f"the 'all games' rows of {weights} weights aggregate {games}, the games every "
+                            f"structure ran; left out of them: {which}")
     return warnings
 
 

@@ -81,7 +81,8 @@ def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | 
             errors = np.nan_to_num([rows["iqm"] - rows["ci_low"], rows["ci_high"] - rows["iqm"]])
             ax.errorbar(rows["iqm"], y, xerr=errors, fmt="o", color=colour, capsize=3,
                         label=f"{mode} weights")
-        ax.set_title(game)
+        ax.set_title(game if game != ALL_GAMES else textwrap.fill(f"{game}: {_aggregated(panel)}", 40),
+                     fontsize="medium")
         ax.set_xlabel(("IQM of return / published DQN return" if game == ALL_GAMES else f"IQM of {RETURN}")
                       + f"\n(last {last_fraction:.0%} of frames)")
         ax.grid(axis="x", alpha=0.3)
@@ -93,6 +94,14 @@ def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | 
     _title(fig, "Final performance: interquartile mean over runs, 95% stratified bootstrap CI "
                 f"({seeds_note(table.loc[table['game'] != ALL_GAMES, 'runs'])} per structure)", warning)
     return fig
+
+
+def _aggregated(panel: pd.DataFrame) -> str:
+    """Which games an `all games` panel aggregates (per weight mode where the modes differ)."""
+    per_mode = panel.groupby("weights")["games"].first()
+    if per_mode.nunique() == 1:
+        return per_mode.iloc[0]
+    return "; ".join(f"{mode}: {games}" for mode, games in per_mode.items())
 
 
 def improvement(table: pd.DataFrame, seeds: str, warning: str | None) -> Figure:

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -83,22 +84,42 @@ def final_performance(episodes: pd.DataFrame, last_fraction: float = 0.1, reps: 
     """IQM of run scores with bootstrap CIs, per game, weight mode and structure.
 
     With several games an extra `all games` row per weight mode and structure aggregates
-    normalized scores, resampling runs within each game (stratified bootstrap).
+    normalized scores, resampling runs within each game (stratified bootstrap), over the games that
+    every structure of that weight mode ran (`games` names them), so that no structure's aggregate
+    rests on games another one never played; with fewer than two such games there is no such row.
     """
     scores = run_scores(episodes, last_fraction).dropna(subset=["score"])
     games = scores["game"].unique()
     rows = []
-    for game in [*games, ALL_GAMES] if len(games) > 1 else games:
-        subset = scores if game == ALL_GAMES else scores[scores["game"] == game]
-        value = "normalized" if game == ALL_GAMES else "score"
-        for (weights, structure), group in subset.groupby(["weights", "structure"], sort=True):
-            strata = [g[value].to_numpy(float) for _, g in group.groupby("game")]
-            low, high = bootstrap_ci(strata, _pooled_iqm, reps, confidence, seed)
-            rows.append({"game": game, "weights": weights, "structure": structure,
-                         "runs": len(group), "unfinished": int((~group["complete"]).sum()),
-                         "iqm": float(iqm(np.concatenate(strata))), "ci_low": low, "ci_high": high,
-                         "measure": "return / DQN reference" if game == ALL_GAMES else "return"})
+    for game in games:
+        rows += _performance_rows(scores[scores["game"] == game], game, "score", [game], reps, confidence, seed)
+    if len(games) > 1:
+        for weights, mode in scores.groupby("weights", sort=True):
+            common = shared_games(mode)
+            if len(common) > 1:
+                rows += _performance_rows(mode[mode["game"].isin(common)], ALL_GAMES, "normalized", common,
+                                          reps, confidence, seed)
     return pd.DataFrame(rows)
+
+
+def shared_games(scores: pd.DataFrame) -> list[str]:
+    """The games on which every structure in `scores` has runs."""
+    per_structure = [set(games) for games in scores.groupby("structure")["game"].unique()]
+    return sorted(set.intersection(*per_structure)) if per_structure else []
+
+
+def _performance_rows(subset: pd.DataFrame, game: str, value: str, games: list[str], reps: int,
+                      confidence: float, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for (weights, structure), group in subset.groupby(["weights", "structure"], sort=True):
+        strata = [g[value].to_numpy(float) for _, g in group.groupby("game")]
+        low, high = bootstrap_ci(strata, _pooled_iqm, reps, confidence, seed)
+        rows.append({"game": game, "weights": weights, "structure": structure,
+                     "runs": len(group), "unfinished": int((~group["complete"]).sum()),
+                     "iqm": float(iqm(np.concatenate(strata))), "ci_low": low, "ci_high": high,
+                     "measure": "return / DQN reference" if game == ALL_GAMES else "return",
+                     "games": ", ".join(games)})
+    return rows
 
 
 def probability_of_improvement(episodes: pd.DataFrame, last_fraction: float = 0.1,

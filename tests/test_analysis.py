@@ -520,3 +520,23 @@ def test_a_staging_folder_or_sweep_bookkeeping_is_not_a_run(tmp_path: Path) -> N
     shutil.copytree(run, tmp_path / "runs" / ".sweep" / "copy")
     assert find_runs(tmp_path / "runs") == [run.resolve()]
     assert load_capacity(tmp_path / "runs")["run"].unique().tolist() == [run.name]
+
+
+def test_all_games_rows_aggregate_only_the_games_every_structure_ran(tmp_path: Path) -> None:
+    """Before, conv's 'all games' score averaged breakout and asterix while random's was asterix alone."""
+    for seed in range(2):
+        write_run(tmp_path / "runs", game="breakout", structure="conv", seed=seed, final=10.0)
+        write_run(tmp_path / "runs", game="asterix", structure="conv", seed=seed, final=1.7)
+        write_run(tmp_path / "runs", game="asterix", structure="random", seed=seed, final=3.4)
+        write_run(tmp_path / "runs", game="breakout", structure="random", seed=seed, final=5.0)
+        write_run(tmp_path / "runs", game="freeway", structure="conv", seed=seed, final=25.0)
+    result = compare(tmp_path / "runs", tmp_path / "out", reps=100)
+    table = result.tables["final_performance"].set_index(["game", "structure"])
+    assert table.loc[("all games", "conv"), "games"] == "asterix, breakout"
+    assert table.loc[("all games", "conv"), "runs"] == 4  # the freeway runs are not in it
+    assert table.loc[("all games", "random"), "iqm"] == pytest.approx((0.2 + 0.5) / 2)
+    assert table.loc[("freeway", "conv"), "games"] == "freeway"
+    assert any("aggregate asterix, breakout" in w and "conv on freeway" in w for w in result.warnings)
+    only_one_shared = final_performance(load_runs(tmp_path / "runs").query("structure != 'random' or game != 'breakout'"),
+                                        reps=100)
+    assert "all games" not in set(only_one_shared["game"])  # random shares asterix alone with conv
