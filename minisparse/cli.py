@@ -182,7 +182,7 @@ def structures(ctx: click.Context, **fields: Any) -> None:
     table = capacity_table(config)
     layers = "structured + hidden layers" if config.sparse_hidden else "structured layer"
     click.echo(f"{config.game} ({config.channels} channels), {layers}, connections at the end of training\n")
-    formats = {"units": "{:,.0f}", "density": "{:.4f}", "connections": "{:,.0f}", "parameters": "{:,.0f}",
+    formats = {"units": "{:.0f}", "density": "{:.4f}", "connections": "{:,.0f}", "parameters": "{:,.0f}",
                "flops": "{:,.0f}"}
     click.echo(table.drop(columns="note").to_string(
         index=False, na_rep="-", formatters={k: v.format for k, v in formats.items()}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import math
 import pkgutil
 import sys
@@ -100,8 +101,8 @@ def register(name: str) -> Callable[[type[Structure]], type[Structure]]:
         taken = STRUCTURES.get(name)
         if taken is not None and _origin(taken) != _origin(cls):
             # Replacing a registered structure would label another network with its name.
-            raise ConfigError(f"structure name {name!r} is already taken by {_origin(taken)}; "
-                              f"register {cls.__qualname__} under another name")
+            raise ConfigError(f"structure name {name!r} is already taken by {taken.__qualname__} of "
+                              f"{_origin(taken)[0]}; register {cls.__qualname__} under another name")
         if not dataclasses.is_dataclass(cls) or "__dataclass_fields__" not in vars(cls):
             cls = dataclass(cls)
         cls.name = name
@@ -214,8 +215,10 @@ def _coerce(structure: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _origin(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+def _origin(cls: type) -> tuple[str, str]:
+    """Where a class is defined: the same file imported under two module names is one origin."""
+    source = inspect.getsourcefile(cls)
+    return (str(Path(source).resolve()) if source else cls.__module__), cls.__qualname__
 
 
 def _describe(error: BaseException) -> str:

@@ -10,7 +10,7 @@ from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
 from minisparse.sparsity import SparsityEngine
 from minisparse.structure import LayerSpec, Signals, make_structure
-from structures.predictive import predictor_coefficients
+from minisparse.structures.predictive import predictor_coefficients
 
 
 def engine_for(structure, weights="learned", optimizer="adam", mask_optimizer_state=True, **options):
