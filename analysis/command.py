@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from minisparse.numbers import FiniteFloatRange
+
 
 class UserError(click.ClickException):
     """A mistake in the command line: one line on stderr, exit status 2."""
@@ -19,7 +21,7 @@ class UserError(click.ClickException):
 @click.option("--bins", default=40, show_default=True, type=click.IntRange(min=1),
               help="Frame bins of the learning curves.")
 @click.option("--last-fraction", default=0.1, show_default=True,
-              type=click.FloatRange(0, 1, min_open=True),
+              type=FiniteFloatRange(0, 1, min_open=True),
               help="Part of each run's frames whose episodes make its final score.")
 @click.option("--reps", default=2000, show_default=True, type=click.IntRange(min=100),
               help="Bootstrap resamples for every confidence interval.")

@@ -26,6 +26,7 @@ import click
 
 from minisparse import runner
 from minisparse.config import Config, ConfigError
+from minisparse.numbers import FiniteFloatRange
 from minisparse.outputs import check_output_root
 from minisparse.pools import Finished, LocalPool, RayPool, require_ray
 from minisparse.progress import duration
@@ -60,7 +61,7 @@ class Run:
                    "[default: start a local Ray instance]")
 @click.option("--cpus-per-run", type=click.IntRange(min=1), default=1, show_default=True,
               help="ray: CPUs each run asks for (its torch threads).")
-@click.option("--gpus-per-run", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--gpus-per-run", type=FiniteFloatRange(min=0), default=0.0, show_default=True,
               help="ray: GPUs each run asks for (a fraction shares one GPU between runs).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before (error.txt).")
 @click.pass_context

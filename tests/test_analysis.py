@@ -455,6 +455,15 @@ def test_command_user_mistakes_are_one_line_with_status_2_and_write_nothing(tmp_
     assert not out.exists()
 
 
+@pytest.mark.parametrize("fraction", ["nan", "inf", "0", "1.5"])
+def test_command_refuses_a_last_fraction_outside_0_1_or_not_finite(tmp_path: Path, fraction: str) -> None:
+    write_run(tmp_path / "runs")
+    result = CliRunner().invoke(compare_command, [str(tmp_path / "runs"), "--out", str(tmp_path / "report"),
+                                                  "--last-fraction", fraction])
+    assert result.exit_code == 2 and "--last-fraction" in result.output and fraction in result.output
+    assert not (tmp_path / "report").exists()
+
+
 def test_command_refuses_an_output_path_that_is_a_file(tmp_path: Path) -> None:
     write_run(tmp_path / "runs")
     (tmp_path / "report").write_text("keep me")

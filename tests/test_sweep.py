@@ -271,7 +271,15 @@ BAD_STUDIES = {
     "structure typo": ('structures = ["conv", "rigll"]', ["structures", "'rigll'", "conv, dense", "random"]),
     "option typo": ('[structures.random]\noptions = {per_unt = true}',
                     ["structures.random.options", "'per_unt'", "per_unit"]),
+    "not a finite number": ('[overrides]\nlr = inf', ["overrides.lr", "lr must be a finite number, got inf"]),
 }
+
+
+def test_non_finite_sweep_option_is_one_line(tmp_path):
+    study = write_study(tmp_path, 'structures = ["conv"]\n' + TINY)
+    result = sweep(study, "--out", tmp_path / "runs", "--backend", "ray", "--gpus-per-run", "nan")
+    assert result.returncode == 2 and "'nan' is not a finite number" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("case", BAD_STUDIES, ids=list(BAD_STUDIES))
