@@ -12,6 +12,7 @@ from typing import Any, Callable
 import click
 
 from minisparse import runner
+from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.analysis.command import compare
 from minisparse.bench_command import bench
 from minisparse.outputs import check_output_file, check_output_root
@@ -131,18 +132,21 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
     Example:
       minisparse run --game breakout --structure random --weights fixed --frames 200000
     """
-    from minisparse import dqn
-
     if resume is not None:
         given = [name for name in ctx.params
                  if name != "resume" and ctx.get_parameter_source(name).name == "COMMANDLINE"]
         if given:
             raise ConfigError(f"--resume takes no other options (the run's config.json decides); got --{given[0]}")
+        from minisparse import dqn  # torch: imported once the options are known to be sound
+
         resume = resume.resolve()
         with runner.exclusive(resume.parent, resume.name) if resume.is_dir() else nullcontext():
             path = dqn.resume(resume)
     else:
-        agent, path = dqn.create(config_from_options(fields, structure_option), out)
+        config = config_from_options(fields, structure_option)
+        from minisparse import dqn
+
+        agent, path = dqn.create(config, out)
         with runner.exclusive(out, path.name):
             dqn.train(agent, path)
     click.echo(f"run complete: {path}")
@@ -155,13 +159,13 @@ def budget_options(command: Callable) -> Callable:
 def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = ()) -> Config:
     """The Config that command-line options describe: plug-in folder made absolute (it is stored
     in the run's config), structure options typed as the structure declares them."""
-    from minisparse.structure import typed_options
-
     fields = dict(fields)
     if "adam_betas" in fields:
         fields["adam_betas"] = tuple(fields["adam_betas"])
     if fields.get("plugins") is not None:
         fields["plugins"] = str(Path(fields["plugins"]).resolve())
+    Config(**fields).check_settings()
+    from minisparse.structure import typed_options  # torch: only once the settings are sound
     structure = fields.get("structure", Config.structure)
     options = typed_options(structure, parse_structure_options(option_pairs), fields.get("plugins"))
     return Config(**fields, structure_options=options).validate()
@@ -237,10 +241,6 @@ def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2, a full disk one line
     and status 75 (retry once space is freed); Ctrl-C before a run has started (a started run
     checkpoints and raises Interrupted) exits 130 with one line."""
-    try:
-        from minisparse.dqn import Interrupted, OutOfSpace
-    except KeyboardInterrupt:
-        _interrupted()
     try:
         code = cli.main(standalone_mode=False)
     except (click.UsageError, click.BadParameter) as error:

@@ -73,6 +73,13 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the bad value and the valid choices."""
+        self.check_settings()
+        self._check_structure()
+        return self
+
+    def check_settings(self) -> "Config":
+        """The checks that need no structure registry (which imports torch), so that the command
+        line reports these mistakes at once."""
         for name, value in self.to_dict().items():
             for number in value if isinstance(value, tuple) else (value,):
                 if isinstance(number, float) and not math.isfinite(number):
@@ -114,7 +121,6 @@ class Config:
         for name in ("lr", "rmsprop_eps", "adam_eps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        self._check_structure()
         return self
 
     def _check_structure(self) -> None:

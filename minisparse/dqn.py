@@ -21,6 +21,7 @@ import torch
 
 from minisparse import rundir
 from minisparse.config import Config, ConfigError
+from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.env import NUM_ACTIONS, Game
 from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
@@ -30,18 +31,6 @@ from minisparse.replay import Replay
 from minisparse.sparsity import SparsityEngine
 from minisparse.structure import make_structure
 from minisparse.td import make_td
-
-
-class OutOfSpace(Exception):
-    """The disk filled up; the run directory is intact as of its last complete write, and can be resumed."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was written and the run can be resumed."""
-
-    def __init__(self, signum: int, path: Path):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; resume with: minisparse run --resume {path}")
-        self.signum = signum
 
 
 @dataclass

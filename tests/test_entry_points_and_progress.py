@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from minisparse.progress import Progress
 
 
@@ -43,3 +45,19 @@ def test_live_bar_shows_frames_rate_and_recent_return():
     progress.close()
     text = stream.getvalue()
     assert "1.00k/1.00k" in text and "frame/s" in text and "return 3.00" in text and "eps 0.25" in text
+
+
+PROBE = ("import atexit, sys; atexit.register(lambda: print('torch imported' if 'torch' in sys.modules "
+         "else 'torch not imported', file=sys.stderr)); sys.argv = ['minisparse', *sys.argv[1:]]; "
+         "from minisparse.cli import main; main()")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"], ["sweep", "--help"],
+                                  ["compare", "--help"], ["bench", "--help"], ["structures", "--help"],
+                                  ["run", "--game", "pong"], ["run", "--lr", "nan"], ["run", "--frames", "0"]],
+                         ids=" ".join)
+def test_help_version_and_option_errors_never_import_torch(args):
+    """torch's import costs seconds of CPU; help and option mistakes must answer at once."""
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)
+    assert result.returncode == (0 if "--help" in args or "--version" in args else 2), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "torch not imported", result.stderr
