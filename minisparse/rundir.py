@@ -41,7 +41,8 @@ def create(config: Config, out: Path, capacity: dict[str, Any]) -> Path:
     check_output_root(out)
     path = out / run_name(config)
     if is_complete(path):
-        raise ConfigError(f"run directory {str(path)!r} already exists and is complete")
+        raise ConfigError(f"run directory {str(path)!r} already exists and is complete; to train this config "
+                          f"again, give another --seed or another --out, or delete that folder")
     if path.exists():
         raise ConfigError(f"run directory {str(path)!r} already exists; continue it with --resume {path}")
     out.mkdir(parents=True, exist_ok=True)

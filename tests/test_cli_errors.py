@@ -216,7 +216,8 @@ def test_structures_show_names_a_missing_run_directory(tmp_path):
 def test_running_a_config_again_points_at_its_run(tiny_run, tmp_path):
     again = ["run", "--structure", "random", "--weights", "fixed", *TINY]
     before = sorted(p.name for p in tiny_run.parent.iterdir())
-    assert_one_line_error(minisparse(*again, "--out", str(tiny_run.parent)), [str(tiny_run), "is complete"])
+    assert_one_line_error(minisparse(*again, "--out", str(tiny_run.parent)),
+                          [str(tiny_run), "is complete", "another --seed", "another --out", "delete that folder"])
     assert sorted(p.name for p in tiny_run.parent.iterdir()) == before
     unfinished = copy_run(tiny_run, tmp_path / tiny_run.name)
     (unfinished / "complete.json").unlink()
