@@ -149,7 +149,9 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
         agent, path = dqn.create(config, out)
         with runner.exclusive(out, path.name):
             dqn.train(agent, path)
-    click.echo(f"run complete: {path}")
+    from minisparse.rundir import summary
+
+    click.echo(f"run complete: {path}\n{summary(path)}")
 
 
 def budget_options(command: Callable) -> Callable:

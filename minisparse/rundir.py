@@ -168,6 +168,28 @@ def remove_stale_temporaries(path: Path) -> None:
         leftover.unlink()
 
 
+def summary(path: Path) -> str:
+    """One line on a complete run: frames, wall time, speed, and mean return of its first and last
+    10% of episodes beside the episodes played before learning started (the random policy)."""
+    from minisparse.progress import duration
+
+    done = json.loads((path / COMPLETE).read_text())
+    config = json.loads((path / CONFIG).read_text())["config"]
+    with open(path / EPISODES, newline="") as file:
+        rows = [(int(row["frame"]), float(row["return"])) for row in csv.DictReader(file)]
+    returns = [value for _, value in rows]
+    if not returns:
+        return f"{done['frames']:,} frames in {duration(done['seconds'])}; no episode finished"
+    tenth = max(1, len(returns) // 10)
+    random_policy = [value for frame, value in rows if frame <= config["replay_start"]]
+    line = (f"{done['frames']:,} frames in {duration(done['seconds'])} "
+            f"({done['frames'] / max(done['seconds'], 1e-9):,.0f} frames/s); mean return of the first and last "
+            f"{tenth} of {len(returns)} episodes: {np.mean(returns[:tenth]):.2f} -> {np.mean(returns[-tenth:]):.2f}")
+    if random_policy:
+        line += f" (random policy, before learning: {np.mean(random_policy):.2f})"
+    return line
+
+
 def is_complete(path: Path) -> bool:
     return (path / COMPLETE).exists()
 

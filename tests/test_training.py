@@ -124,3 +124,18 @@ def test_resuming_a_complete_run_changes_nothing(tiny_run):
     result = minisparse("run", "--resume", str(tiny_run))
     assert result.returncode == 0
     assert (tiny_run / "episodes.csv").read_bytes() == before
+
+
+def test_a_run_ends_with_a_summary_of_its_frames_speed_and_returns(tmp_path):
+    result = minisparse("run", "--out", str(tmp_path), *TINY)
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    first, line = result.stdout.strip().splitlines()[-2:]
+    assert first == f"run complete: {run}"
+    rows = episodes(run)
+    tenth = len(rows) // 10
+    early, late = rows["return"].head(tenth).mean(), rows["return"].tail(tenth).mean()
+    random_policy = rows.loc[rows["frame"] <= 500, "return"].mean()
+    assert line.startswith("3,000 frames in 0:00:")
+    assert (f"mean return of the first and last {tenth} of {len(rows)} episodes: {early:.2f} -> {late:.2f} "
+            f"(random policy, before learning: {random_policy:.2f})") in line
