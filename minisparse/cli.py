@@ -12,10 +12,10 @@ from typing import Any, Callable
 import click
 
 from minisparse import runner
-from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.analysis.command import compare
 from minisparse.bench_command import bench
 from minisparse.outputs import check_output_file, check_output_root
+from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.sweep import sweep
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
                                ConfigError)

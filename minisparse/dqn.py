@@ -21,7 +21,6 @@ import torch
 
 from minisparse import rundir
 from minisparse.config import Config, ConfigError
-from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.env import NUM_ACTIONS, Game
 from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
@@ -29,6 +28,7 @@ from minisparse.outputs import check_output_root
 from minisparse.progress import Progress
 from minisparse.replay import Replay
 from minisparse.sparsity import SparsityEngine
+from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.structure import make_structure
 from minisparse.td import make_td
 
