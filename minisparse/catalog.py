@@ -42,7 +42,7 @@ def capacity_table(config: Config) -> pd.DataFrame:
                      "connections": connections, "parameters": connections + shared,
                      "density": connections / sum(capacity[l]["units"] * capacity[l]["inputs"] for l in specs),
                      "flops": 2 * connections,
-                     "connectivity": ("fixed" if not learned else "learned" if start == connections
+                     "connectivity": ("static" if not learned else "learned" if start == connections
                                       else f"learned, starts at {start:,}")})
     return pd.DataFrame(rows, columns=COLUMNS)
 

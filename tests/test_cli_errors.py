@@ -282,3 +282,6 @@ def test_structures_listing_at_other_hidden_units_marks_those_that_cannot_wire_t
     assert rows["random"].split()[1:3] == ["100", "3,600"]  # 9 inputs per unit per channel, 4 channels
     assert "conv: builds 1024 hidden units; --hidden-units 100 would need another structure" in result.stdout
     assert "local: needs hidden units in multiples of 64, got 100" in result.stdout
+    # connectivity in its own words, not the weight modes': static, or learned (and where it starts)
+    assert rows["random"].endswith("static") and rows["rigl"].endswith("learned")
+    assert rows["prune"].endswith("learned, starts at 40,000")
