@@ -7,6 +7,7 @@ many units read each input pixel, so locality, coverage and holes are visible at
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -23,17 +24,17 @@ DEFAULT_GRID_UNITS = ((0, 0, 0), (5, 3, 4), (10, 7, 2), (15, 4, 7))
 
 
 def draw_mask(mask: np.ndarray, channels: int, title: str, out_path: str | os.PathLike[str],
-              units: Sequence[int] | None = None) -> Path:
+              units: Sequence[int] | None = None, channel_names: Sequence[str] | None = None) -> Path:
     """Draw one connectivity mask to out_path (format from its suffix: .png, .pdf, .svg).
 
     `units` picks the hidden units whose receptive fields are drawn (default: four spread
-    over the 16x8x8 grid).
+    over the 16x8x8 grid); `channel_names` label the rows (default: channel 0, 1, ...).
     """
     mask = _checked(mask, channels)
     units = default_units(mask.shape[0]) if units is None else list(units)
     fig = Figure(figsize=_size(channels, len(units)), layout="constrained")
     fig.suptitle(title)
-    _draw(fig, mask, channels, units, caption=None)
+    _draw(fig, mask, channels, units, caption=None, names=channel_names)
     return _save(fig, [Path(out_path)])[0]
 
 
@@ -57,9 +58,21 @@ def draw_run_masks(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     width, height = _size(channels, len(units))
     fig = Figure(figsize=(width * len(panels), height + 0.4), layout="constrained")
     fig.suptitle(f"Structured-layer connectivity of {run_dir.name}")
+    names = _run_channel_names(run_dir)
+    most = max(1, *(int(readers_per_pixel(mask, channels).max()) for mask, _ in panels))
     for subfig, (mask, caption) in zip(np.atleast_1d(fig.subfigures(1, len(panels))), panels):
-        _draw(subfig, mask, channels, units, caption)
+        _draw(subfig, mask, channels, units, caption, names, most)
     return _save(fig, [out_dir / f"{run_dir.name}-masks.{suffix}" for suffix in ("png", "pdf")])
+
+
+def _run_channel_names(run_dir: Path) -> list[str] | None:
+    """The channel names of the run's game (from its config.json), None where that cannot be read."""
+    from minisparse.env import channel_names
+
+    try:
+        return channel_names(json.loads((run_dir / "config.json").read_text())["config"]["game"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def receptive_field(mask: np.ndarray, unit: int, channels: int) -> np.ndarray:
@@ -81,7 +94,8 @@ def default_units(count: int) -> list[int]:
 
 
 def _draw(fig: Figure | SubFigure, mask: np.ndarray, channels: int, units: list[int],
-          caption: str | None) -> None:
+          caption: str | None, names: Sequence[str] | None = None, most_readers: int | None = None) -> None:
+    """One mask's panels; `most_readers` tops the colour scale (shared by a run's start and end)."""
     if caption:
         fig.suptitle(caption, fontsize="medium")
     axes = fig.subplots(channels, len(units) + 1, squeeze=False)
@@ -97,8 +111,8 @@ def _draw(fig: Figure | SubFigure, mask: np.ndarray, channels: int, units: list[
                 ax.add_patch(Rectangle((x - 0.5, y - 0.5), 3, 3, fill=False, edgecolor="tab:red"))
             if c == 0:
                 ax.set_title(_unit_name(unit, mask.shape[0]), fontsize="small")
-        image = axes[c, -1].imshow(readers[c], cmap="viridis", vmin=0, vmax=max(1, readers.max()))
-        axes[c, 0].set_ylabel(f"channel {c}", fontsize="small")
+        image = axes[c, -1].imshow(readers[c], cmap="viridis", vmin=0, vmax=most_readers or max(1, readers.max()))
+        axes[c, 0].set_ylabel(names[c] if names else f"channel {c}", fontsize="small")
     axes[0, -1].set_title("units reading\neach pixel", fontsize="small")
     for ax in axes.flat:
         ax.set_xticks([])

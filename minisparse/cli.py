@@ -224,11 +224,15 @@ def show(target: str, out: Path, **fields: Any) -> None:
     from minisparse.catalog import connectivity
 
     config = config_from_options({**fields, "structure": target})
+    from minisparse.env import channel_names
+
     mask = connectivity(config)["structured"]
+    fewest, most = mask.sum(1).min(), mask.sum(1).max()
+    per_unit = f"{fewest}" if fewest == most else f"{fewest}-{most}"
     title = (f"{target} on {config.game}: {int(mask.sum()):,} connections "
-             f"({mask.mean():.1%} dense), {mask.sum(1).min()}-{mask.sum(1).max()} inputs per unit")
+             f"({mask.mean():.1%} dense), {per_unit} inputs per unit")
     out.parent.mkdir(parents=True, exist_ok=True)
-    click.echo(f"wrote {draw_mask(mask, config.channels, title, out)}")
+    click.echo(f"wrote {draw_mask(mask, config.channels, title, out, channel_names=channel_names(config.game))}")
 
 
 cli.add_command(compare)

@@ -39,6 +39,12 @@ NUM_ACTIONS = 6
 _CONSTANT_ATTRIBUTES = ("channels", "action_map", "ramping", "random")
 
 
+def channel_names(game: str) -> list[str]:
+    """The game's observation channels in order, as MinAtar names them (paddle, ball, trail, brick...)."""
+    channels = Environment(game).env.channels
+    return sorted(channels, key=channels.get)
+
+
 class Game:
     """A seeded MinAtar environment whose observations are (C, 10, 10) booleans."""
 

@@ -1,6 +1,7 @@
 """Tests of the mask pictures: what they count, and that each drawing is written."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.image
@@ -83,3 +84,21 @@ def test_draw_run_masks_needs_a_start_mask(tmp_path: Path) -> None:
     (tmp_path / "run" / "masks").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="start.npz"):
         draw_run_masks(tmp_path / "run", tmp_path / "out")
+
+
+def test_run_pictures_name_the_games_channels_and_share_one_colour_scale(tmp_path: Path, monkeypatch) -> None:
+    from minisparse.analysis import pictures
+
+    run = _run(tmp_path, end=False, snapshot=False)
+    (run / "config.json").write_text(json.dumps({"config": {"game": "breakout"}}))
+    thinned = conv_mask()
+    thinned[::2] = False  # half the units gone: the end reads each pixel half as often
+    np.savez_compressed(run / "masks" / "end.npz", structured=thinned)
+    drawn = []
+    monkeypatch.setattr(pictures, "_save", lambda fig, paths: drawn.append(fig) or paths)
+    draw_run_masks(run, tmp_path / "out")
+    axes = [ax for panel in drawn[0].subfigs for ax in panel.axes]
+    assert [ax.get_ylabel() for ax in axes if ax.get_ylabel() and ax.get_ylabel() != "hidden units"] == \
+        ["paddle", "ball", "trail", "brick"] * 2
+    scales = {image.get_clim() for ax in axes for image in ax.images if image.get_cmap().name == "viridis"}
+    assert scales == {(0, readers_per_pixel(conv_mask(), CHANNELS).max())}
