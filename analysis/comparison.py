@@ -5,6 +5,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -16,6 +17,8 @@ from .pictures import draw_run_masks
 from .stats import (ALL_GAMES, binned, binned_returns, final_performance, probability_of_improvement,
                     rank_table, run_scores)
 from .tables import write_table
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,11 +38,9 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     NotADirectoryError (out is a file) before writing anything. `reps` bootstrap resamples,
     seeded by `seed`, give every confidence interval.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", BrokenRunWarning)
-        runs = find_runs(paths)
-        episodes = load_runs(runs)
-    broken = [w.message for w in caught if isinstance(w.message, BrokenRunWarning)]
+    runs, broken_configs = _caught(lambda: find_runs(paths))
+    episodes, broken_episodes = _caught(lambda: load_runs(runs))
+    broken = broken_configs + broken_episodes
     runs = [run for run in runs if run not in {warning.run for warning in broken}]
     if episodes.empty:
         raise NoRunsError(f"none of the {len(runs)} runs found has finished an episode yet")
@@ -94,11 +95,8 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
               "and learned weights; rank_change = fixed rank - learned rank")
         figure("fixed_vs_learned", lambda: figures.interaction(ranks, palette, figure_warning))
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", BrokenRunWarning)
-        train = load_train(runs)
-    result.warnings += [f"{w.message} (its train.csv rows only)" for w in caught
-                        if isinstance(w.message, BrokenRunWarning)]
+    train, broken_train = _caught(lambda: load_train(runs))
+    result.warnings += [f"{warning} (its train.csv rows only)" for warning in broken_train]
     changing = _changing_runs(train, runs)
     logged = train[train["path"].isin(changing)]
     logged = logged.assign(structure=logged["path"].map(scores.set_index("path")["structure"]))
@@ -110,6 +108,14 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         if (run / "masks" / "start.npz").is_file():
             result.files.extend(draw_run_masks(run, out / "masks"))
     return result
+
+
+def _caught(load: Callable[[], T]) -> tuple[T, list[BrokenRunWarning]]:
+    """What `load` returns, and the warnings of the runs it left out as broken (for the report)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BrokenRunWarning)
+        value = load()
+    return value, [w.message for w in caught if isinstance(w.message, BrokenRunWarning)]
 
 
 def _run_warnings(runs: list[Path], scores: pd.DataFrame, last_fraction: float) -> list[str]:

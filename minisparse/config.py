@@ -161,8 +161,8 @@ class Config:
         """Stable short hash of the settings that change results and differ from their defaults.
 
         Settings at their defaults (structure options included) are left out, so that a run keeps
-        its name when a later version adds a setting whose default reproduces the old behaviour;
-        config.json holds every value, and resuming checks it in full.
+        its name when a later version adds a setting whose default reproduces the old behaviour.
+        config.json holds every value and this fingerprint; resuming checks that they still agree.
         """
         import hashlib
         defaults, inert = Config().to_dict(), self.inert_settings()
