@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     ".comparison": ("Comparison", "compare"),
+    ".export": ("export_study",),
     ".load": ("BrokenRunWarning", "NoRunsError", "find_runs", "load_capacity", "load_runs", "load_train"),
     ".pictures": ("draw_mask", "draw_run_masks"),
     ".stats": ("binned", "binned_returns", "final_performance", "iqm", "probability_of_improvement",
@@ -28,6 +29,7 @@ __all__ = sorted(_MODULE_OF)
 if TYPE_CHECKING:
     from .capacity import capacity_table, capacity_warning
     from .comparison import Comparison, compare
+    from .export import export_study
     from .load import BrokenRunWarning, NoRunsError, find_runs, load_capacity, load_runs, load_train
     from .pictures import draw_mask, draw_run_masks
     from .stats import (binned, binned_returns, final_performance, iqm, probability_of_improvement,

@@ -46,3 +46,37 @@ def compare(paths: tuple[Path, ...], out: Path, bins: int, last_fraction: float,
     runs = result.tables["run_scores"]
     click.echo(f"compared {len(runs)} runs of {runs['structure'].nunique()} structures; "
                f"wrote {len(result.files)} files to {out}")
+
+
+@click.command("export")
+@click.argument("study", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The export file to write (a zip; .zip is the usual suffix). An existing export is replaced.")
+def export(study: Path, out: Path) -> None:
+    """Pack the runs under STUDY (a sweep's output folder) into one compact file.
+
+    It holds each run's config (resolved, with capacity), completion record, episodes, train rows and
+    start and end masks: what `minisparse compare` and `minisparse.analysis.load_runs` read, and
+    they read the file exactly as they read the folder. Models and checkpoints stay behind.
+
+    \b
+    Example:
+      minisparse export runs/interplay --out interplay.zip
+      minisparse compare interplay.zip --out report/
+    """
+    from minisparse.config import ConfigError
+    from minisparse.outputs import check_output_file
+
+    from .export import export_study
+    from .load import NoRunsError, is_export
+
+    try:
+        check_output_file(out)
+        if out.exists() and not is_export(out):
+            raise UserError(f"{out} exists and is not a minisparse export; choose another --out")
+        manifest = export_study(study, out)
+    except (NoRunsError, ConfigError) as error:
+        raise UserError(str(error)) from None
+    size = out.stat().st_size / 2**20
+    click.echo(f"exported {manifest['runs']} runs ({manifest['complete']} complete) of {manifest['study']} "
+               f"to {out} ({size:.1f} MiB)")

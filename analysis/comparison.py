@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from . import figures
 from .capacity import capacity_table, capacity_warning
-from .load import BrokenRunWarning, NoRunsError, Paths, find_runs, load_capacity, load_runs, load_train
+from .load import (BrokenRunWarning, NoRunsError, Paths, Run, find_runs, load_capacity, load_runs, load_train,
+                   mask_snapshots, run_path)
 from .pictures import draw_run_masks
 from .stats import (ALL_GAMES, binned, binned_returns, final_performance, probability_of_improvement,
                     rank_table, run_scores)
@@ -104,7 +105,8 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     if not logged.empty:
         columns = [c for c in logged.columns if c.startswith(("density_", "changed_"))]
         figure("connectivity", lambda: figures.connectivity(binned(logged, columns, bins), palette))
-    for run in _one_run_each(scores[scores["path"].isin(changing)]):
+    by_path = {run_path(run): run for run in runs}
+    for run in _one_run_each(scores[scores["path"].isin(changing)], by_path):
         if (run / "masks" / "start.npz").is_file():
             result.files.extend(draw_run_masks(run, out / "masks"))
     return result
@@ -118,14 +120,14 @@ def _caught(load: Callable[[], T]) -> tuple[T, list[BrokenRunWarning]]:
     return value, [w.message for w in caught if isinstance(w.message, BrokenRunWarning)]
 
 
-def _run_warnings(runs: list[Path], scores: pd.DataFrame, last_fraction: float) -> list[str]:
+def _run_warnings(runs: list[Run], scores: pd.DataFrame, last_fraction: float) -> list[str]:
     """Runs that are unfinished, have no episode yet, or none in the scored window, by name."""
     warnings = []
     unfinished = sorted(scores.loc[~scores["complete"], "run"])
     if unfinished:
         warnings.append(f"{len(unfinished)} of {len(runs)} runs are unfinished ({_names(unfinished)}); "
                         f"their scores use the last {last_fraction:.0%} of the frames reached so far")
-    empty = sorted(run.name for run in runs if str(run) not in set(scores["path"]))
+    empty = sorted(run.name for run in runs if run_path(run) not in set(scores["path"]))
     if empty:
         warnings.append(f"{_runs(empty)} no finished episode yet; left out ({_names(empty)})")
     unscored = sorted(scores.loc[scores["score"].isna(), "run"])
@@ -149,17 +151,17 @@ def _left_out_of_all_games(scores: pd.DataFrame, performance: pd.DataFrame) -> l
     return warnings
 
 
-def _changing_runs(train: pd.DataFrame, runs: list[Path]) -> list[str]:
+def _changing_runs(train: pd.DataFrame, runs: list[Run]) -> list[str]:
     """Runs whose connectivity changed: a nonzero changed_<layer> or intermediate mask snapshots."""
     changed = [c for c in train.columns if c.startswith("changed_")]
     paths = set(train.loc[train[changed].fillna(0).ne(0).any(axis=1), "path"]) if changed else set()
-    return sorted(paths | {str(run) for run in runs if any(run.glob("masks/frame_*.npz"))})
+    return sorted(paths | {run_path(run) for run in runs if mask_snapshots(run)})
 
 
-def _one_run_each(scores: pd.DataFrame) -> list[Path]:
+def _one_run_each(scores: pd.DataFrame, by_path: dict[str, Run]) -> list[Run]:
     """The first run (by game, then seed) of each structure and weight mode: one picture each."""
     first = scores.sort_values(["game", "seed"]).drop_duplicates(["structure", "weights"])
-    return [Path(p) for p in first["path"]]
+    return [by_path[p] for p in first["path"]]
 
 
 def _runs(names: list[str]) -> str:

@@ -1,13 +1,17 @@
 """Read run directories (docs/run-directory.md) into tidy pandas frames.
 
-Every loader accepts one run, a folder of runs, or a study folder with runs nested at
-any depth, so a notebook and `minisparse compare` see the same rows.
+Every loader accepts one run, a folder of runs, a study folder with runs nested at any depth,
+or an export of one (`minisparse export`, a zip of the runs' files), so a notebook and
+`minisparse compare` see the same rows. A run is a `Path` to its folder, or a `zipfile.Path`
+to its folder inside an export: the loaders only use what both provide.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Union
@@ -16,6 +20,10 @@ import pandas as pd
 
 PathLike = Union[str, "os.PathLike[str]"]
 Paths = Union[PathLike, Iterable[PathLike]]
+Run = Union[Path, zipfile.Path]
+
+EXPORT_MANIFEST = "export.json"
+EXPORT_FORMAT = "minisparse-export"
 
 EPISODE_COLUMNS = ["frame", "episode", "return", "length", "epsilon", "seconds"]
 TRAIN_COLUMNS = ["frame", "updates", "loss", "mean_q", "frames_per_s"]
@@ -26,7 +34,7 @@ RUN_COLUMNS = ["run", "path", "complete"]  # added to every row, after the confi
 class BrokenRunWarning(UserWarning):
     """A run left out because one of its files cannot be read; the message names the file and why."""
 
-    def __init__(self, run: Path, message: str):
+    def __init__(self, run: Run, message: str):
         super().__init__(message)
         self.run = run
 
@@ -38,19 +46,18 @@ class NoRunsError(Exception):
     """
 
 
-def find_runs(paths: Paths) -> list[Path]:
-    """Return every run directory (a folder with a readable config.json) at or below the paths, sorted.
+def find_runs(paths: Paths | Iterable[Run]) -> list[Run]:
+    """Return every run directory (a folder with a readable config.json) at or below the paths, or
+    in the exports among them, sorted by path.
 
     Hidden folders (a run being created, a sweep's bookkeeping) are not runs. A run whose config.json
     cannot be read is left out with a BrokenRunWarning; a path with no readable run raises NoRunsError.
     """
-    runs: set[Path] = set()
+    runs: dict[str, Run] = {}
     for path in _as_list(paths):
         if not path.exists():
             raise NoRunsError(f"{path} does not exist")
-        found = [path] if (path / "config.json").is_file() else [
-            config.parent for config in path.rglob("config.json")
-            if not any(part.startswith(".") for part in config.parent.relative_to(path).parts)]
+        found = _runs_at(path)
         if not found:
             raise NoRunsError(f"{path} holds no runs (no config.json at or below it)")
         readable = []
@@ -64,8 +71,51 @@ def find_runs(paths: Paths) -> list[Path]:
                 warnings.warn(BrokenRunWarning(run, f"left out {run.name}: {error}"), stacklevel=2)
         if not readable:
             raise NoRunsError(f"{path} holds no readable runs (each one's config.json is broken)")
-        runs.update(p.resolve() for p in readable)
-    return sorted(runs)
+        runs.update((run_path(run), run) for run in readable)
+    return [runs[key] for key in sorted(runs)]
+
+
+def _runs_at(path: Run) -> list[Run]:
+    if isinstance(path, zipfile.Path) or is_export(path):
+        inside = path if isinstance(path, zipfile.Path) else zipfile.Path(path.resolve())
+        return [folder for folder in _folders(inside) if (folder / "config.json").is_file()]
+    if (path / "config.json").is_file():
+        return [path.resolve()]
+    return [config.parent.resolve() for config in path.rglob("config.json")
+            if not any(part.startswith(".") for part in config.parent.relative_to(path).parts)]
+
+
+def _folders(folder: zipfile.Path) -> list[zipfile.Path]:
+    """Every folder at or below `folder` in an export."""
+    below = [entry for entry in folder.iterdir() if entry.is_dir()]
+    return [folder] + [nested for entry in below for nested in _folders(entry)]
+
+
+def is_export(path: Path) -> bool:
+    """Whether `path` is an export file (a zip whose manifest says so)."""
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        if EXPORT_MANIFEST not in archive.namelist():
+            return False
+        try:
+            return json.loads(archive.read(EXPORT_MANIFEST)).get("format") == EXPORT_FORMAT
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return False
+
+
+def run_path(run: Run) -> str:
+    """How tables name a run's location: its folder, or <export>/<folder in it>."""
+    return str(run).rstrip("/")
+
+
+def mask_snapshots(run: Run) -> list[Run]:
+    """The run's masks/frame_<N>.npz snapshots, by frame."""
+    masks = run / "masks"
+    if not masks.is_dir():
+        return []
+    found = [file for file in masks.iterdir() if file.name.startswith("frame_") and file.name.endswith(".npz")]
+    return sorted(found, key=lambda file: int("".join(filter(str.isdigit, file.name)) or 0))
 
 
 def load_runs(paths: Paths) -> pd.DataFrame:
@@ -97,7 +147,7 @@ def load_capacity(paths: Paths) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else ["layer", *CAPACITY_COLUMNS, *RUN_COLUMNS])
 
 
-def run_info(run: Path) -> dict[str, Any]:
+def run_info(run: Run) -> dict[str, Any]:
     """The per-run columns: flattened config, run, path, complete."""
     info: dict[str, Any] = {}
     for key, value in _read_config(run)["config"].items():
@@ -105,7 +155,7 @@ def run_info(run: Path) -> dict[str, Any]:
             info.update({f"option.{k}": _hashable(v) for k, v in (value or {}).items()})
         else:
             info[key] = _hashable(value)
-    info.update(run=run.name, path=str(run), complete=(run / "complete.json").is_file())
+    info.update(run=run.name, path=run_path(run), complete=(run / "complete.json").is_file())
     return info
 
 
@@ -116,7 +166,7 @@ def _load_csv(paths: Paths, name: str, columns: list[str]) -> pd.DataFrame:
     for run in find_runs(paths):
         file = run / name
         try:
-            rows = _read_table(file, columns) if file.is_file() and file.stat().st_size else None
+            rows = _read_table(file, columns) if file.is_file() else None
         except ValueError as error:
             warnings.warn(BrokenRunWarning(run, f"left out {run.name}: {file} {error}"), stacklevel=3)
             continue
@@ -126,10 +176,14 @@ def _load_csv(paths: Paths, name: str, columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, *RUN_COLUMNS])
 
 
-def _read_table(file: Path, columns: list[str]) -> pd.DataFrame:
-    """The CSV with its required `columns` present and numeric, else ValueError saying what is wrong."""
+def _read_table(file: Run, columns: list[str]) -> pd.DataFrame | None:
+    """The CSV with its required `columns` present and numeric (None when it is empty), else ValueError
+    saying what is wrong."""
+    data = file.read_bytes()
+    if not data:
+        return None
     try:
-        rows = pd.read_csv(file)
+        rows = pd.read_csv(io.BytesIO(data))
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"does not parse as CSV ({str(error).splitlines()[0]})") from None
     missing = [column for column in columns if column not in rows.columns]
@@ -144,7 +198,7 @@ def _read_table(file: Path, columns: list[str]) -> pd.DataFrame:
     return rows
 
 
-def _read_config(run: Path) -> dict[str, Any]:
+def _read_config(run: Run) -> dict[str, Any]:
     file = run / "config.json"
     data = _read_json(file)
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
@@ -152,7 +206,7 @@ def _read_config(run: Path) -> dict[str, Any]:
     return data
 
 
-def _read_json(file: Path) -> Any:
+def _read_json(file: Run) -> Any:
     try:
         return json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -164,7 +218,7 @@ def _hashable(value: Any) -> Any:
     return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
 
 
-def _as_list(paths: Paths) -> list[Path]:
-    if isinstance(paths, (str, os.PathLike)):
-        return [Path(paths)]
-    return [Path(p) for p in paths]
+def _as_list(paths: Paths | Iterable[Run]) -> list[Run]:
+    if isinstance(paths, (str, os.PathLike, zipfile.Path)):
+        paths = [paths]
+    return [p if isinstance(p, zipfile.Path) else Path(p) for p in paths]

@@ -7,15 +7,18 @@ many units read each input pixel, so locality, coverage and holes are visible at
 """
 from __future__ import annotations
 
+import io
 import json
 import os
-import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Rectangle
+
+from .load import Run, mask_snapshots
 
 GRID = (16, 8, 8)  # filters, rows, columns of the hidden units (MinAtar's 3x3 valid conv)
 GRID_UNITS = 16 * 8 * 8
@@ -38,12 +41,14 @@ def draw_mask(mask: np.ndarray, channels: int, title: str, out_path: str | os.Pa
     return _save(fig, [Path(out_path)])[0]
 
 
-def draw_run_masks(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:
+def draw_run_masks(run_dir: str | os.PathLike[str] | zipfile.Path, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw a run's start and end masks side by side, as <run>-masks.png and .pdf in out_dir.
 
-    For an unfinished run the latest masks/frame_<N>.npz stands in for the end mask.
+    `run_dir` is a run's folder, or one inside an export (analysis.load.find_runs). For an
+    unfinished run the latest masks/frame_<N>.npz stands in for the end mask.
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir = run_dir if isinstance(run_dir, zipfile.Path) else Path(run_dir)
+    out_dir = Path(out_dir)
     start = _load(run_dir / "masks" / "start.npz")
     channels = start.shape[-1] // 100
     start = _checked(start, channels)
@@ -65,7 +70,7 @@ def draw_run_masks(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     return _save(fig, [out_dir / f"{run_dir.name}-masks.{suffix}" for suffix in ("png", "pdf")])
 
 
-def _run_channel_names(run_dir: Path) -> list[str] | None:
+def _run_channel_names(run_dir: Run) -> list[str] | None:
     """The channel names of the run's game (from its config.json), None where that cannot be read."""
     from minisparse.env import channel_names
 
@@ -129,21 +134,21 @@ def _unit_name(unit: int, count: int) -> str:
     return f"unit {unit}"
 
 
-def _end_file(run_dir: Path) -> tuple[Path | None, str]:
+def _end_file(run_dir: Run) -> tuple[Run | None, str]:
     end = run_dir / "masks" / "end.npz"
     if end.is_file():
         return end, "end"
-    snapshots = sorted(run_dir.glob("masks/frame_*.npz"),
-                       key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    snapshots = mask_snapshots(run_dir)
     if snapshots:
-        return snapshots[-1], f"frame {snapshots[-1].stem.removeprefix('frame_')} (run unfinished)"
+        frame = snapshots[-1].name.removeprefix("frame_").removesuffix(".npz")
+        return snapshots[-1], f"frame {frame} (run unfinished)"
     return None, ""
 
 
-def _load(file: Path) -> np.ndarray:
+def _load(file: Run) -> np.ndarray:
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist (masks are written when a run starts)")
-    with np.load(file, allow_pickle=False) as masks:
+    with np.load(io.BytesIO(file.read_bytes()), allow_pickle=False) as masks:
         return masks["structured"].astype(bool)
 
 

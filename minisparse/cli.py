@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from minisparse import runner
-from minisparse.analysis.command import compare
+from minisparse.analysis.command import compare, export
 from minisparse.bench_command import bench
 from minisparse.outputs import check_output_file, check_output_root
 from minisparse.stops import Interrupted, OutOfSpace
@@ -236,6 +236,7 @@ def show(target: str, out: Path, **fields: Any) -> None:
 
 
 cli.add_command(compare)
+cli.add_command(export)
 cli.add_command(sweep)
 cli.add_command(bench)
 
