@@ -149,9 +149,11 @@ def load_capacity(paths: Paths) -> pd.DataFrame:
 
 def run_info(run: Run) -> dict[str, Any]:
     """The per-run columns: flattened config, run, path, complete."""
+    data = _read_config(run)
     info: dict[str, Any] = {}
-    for key, value in _read_config(run)["config"].items():
-        if key == "structure_options":
+    for key, value in data["config"].items():
+        if key == "structure_options":  # every option with its value where the run recorded them all
+            value = data.get("structure", {}).get("options", value)
             info.update({f"option.{k}": _hashable(v) for k, v in (value or {}).items()})
         else:
             info[key] = _hashable(value)

@@ -59,7 +59,7 @@ def draw_run_masks(run_dir: str | os.PathLike[str] | zipfile.Path, out_dir: str 
         end = _checked(_load(end_file), channels)
         added, removed = int((end & ~start).sum()), int((start & ~end).sum())
         panels.append((end, f"{end_name}: {end.sum():,} connections\n"
-                            f"({added:,} added, {removed:,} removed since start)"))
+                            f"(net change from start: {added:,} added, {removed:,} removed)"))
     width, height = _size(channels, len(units))
     fig = Figure(figsize=(width * len(panels), height + 0.4), layout="constrained")
     fig.suptitle(f"Structured-layer connectivity of {run_dir.name}")

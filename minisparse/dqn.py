@@ -213,7 +213,7 @@ def create(config: Config, out: Path) -> tuple[Agent, Path]:
     check_output_root(out)
     agent = Agent(config)
     try:
-        return agent, rundir.create(config, out, agent.q.capacity())
+        return agent, rundir.create(config, out, agent.q.capacity(), asdict(agent.structure))
     except rundir.DiskFull:
         raise OutOfSpace(f"no space left on the device for a new run under {out}; nothing was written; "
                          f"free space and run the same command again") from None

@@ -1,4 +1,5 @@
 """Real runs: the run directory, reproducibility, and resume after real kills."""
+import dataclasses
 import json
 import random
 import signal
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY, episodes, minisparse, only_run
+from minisparse.structure import make_structure
 
 RESULT_COLUMNS = ["frame", "episode", "return", "length", "epsilon"]  # all but wall-clock seconds
 
@@ -22,6 +24,9 @@ def test_run_directory_says_everything(tiny_run):
     assert config["config"]["replay_start"] == 500 and config["config"]["gamma"] == 0.99
     assert {"torch", "minatar", "numpy", "python"} <= set(config["versions"])
     assert config["capacity"]["structured"]["connections"] == 1024 * 36
+    defaults = dataclasses.asdict(make_structure("random", {}))
+    assert config["config"]["structure_options"] == {} and defaults  # given: none; recorded: every one
+    assert config["structure"] == {"name": "random", "options": defaults}
     eps = episodes(tiny_run)
     assert list(eps.columns) == ["frame", "episode", "return", "length", "epsilon", "seconds"]
     assert eps["frame"].is_monotonic_increasing and eps["frame"].iloc[-1] <= 3000
