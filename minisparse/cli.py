@@ -18,14 +18,16 @@ from minisparse.outputs import check_output_file, check_output_root
 from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.sweep import sweep
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
-                               ConfigError)
+                               ConfigError, builtin_structures, check_structure_name)
 
 HELP = {
     "game": "MinAtar game.",
-    "structure": "Connectivity of the structured layer (see `minisparse structures`).",
+    "structure": "Connectivity of the structured layer: " + ", ".join(builtin_structures())
+                 + ", or one a plug-in registers (see `minisparse structures`).",
     "weights": "learned: the structured layer trains; fixed: its weights keep their initial values.",
     "seed": "Seed of the network, the game and the agent's random choices.",
-    "frames": "Training length in environment frames.",
+    "frames": "Training length in environment frames. The default is the full protocol: hours per run "
+              "on one CPU core (the README's quickstart learns visibly in 50,000).",
     "sparsity": "Fraction of the structured layer's connections that are absent "
                 "(default: the conv's budget, 9*C inputs per unit).",
     "fan_in": "Inputs per hidden unit of the structured layer (instead of --sparsity).",
@@ -105,6 +107,39 @@ def parse_structure_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
+# How `minisparse run --help` groups its options, in this order; any option not named lands in the last.
+RUN_SECTIONS = {
+    "What to train": ("game", "structure", "structure_option", "weights", "seed", "frames", "plugins"),
+    "Capacity": ("sparsity", "fan_in", "sparse_hidden", "distribution", "hidden_units", "dense_units"),
+    "The game": ("sticky_action_prob", "difficulty_ramping"),
+    "DQN hyperparameters": ("activation", "leaky_slope", "batch_size", "replay_capacity", "replay_start",
+                            "target_period", "epsilon_start", "epsilon_end", "epsilon_frames", "gamma", "optimizer",
+                            "lr", "rmsprop_alpha", "rmsprop_eps", "rmsprop_centered", "adam_betas", "adam_eps",
+                            "mask_optimizer_state"),
+    "Execution": ("device", "backend", "threads"),
+    "Output": ("out", "resume", "checkpoint_every", "log_every", "help"),
+}
+
+
+COLUMN_MAX = 30  # click's: longer option names get a line of their own
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options under the headings of RUN_SECTIONS."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {param.name: param.get_help_record(ctx) for param in self.get_params(ctx)}
+        records = {name: record for name, record in records.items() if record}
+        width = min(COLUMN_MAX, max(len(term) for term, _ in records.values()))  # one column edge for all
+        titles = list(RUN_SECTIONS)
+        for title in titles:
+            names = RUN_SECTIONS[title] if title != titles[-1] else [*RUN_SECTIONS[title], *records]
+            rows = [records.pop(name) for name in names if name in records]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl([(term.ljust(width), text) for term, text in rows], col_max=COLUMN_MAX)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="minisparse")
 def cli() -> None:
@@ -115,7 +150,7 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(cls=SectionedCommand)
 @config_options
 @click.option("--option", "-o", "structure_option", multiple=True, metavar="KEY=VALUE",
               help="A structure option, e.g. -o per_unit=false (repeatable).")
@@ -167,8 +202,9 @@ def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = 
     if fields.get("plugins") is not None:
         fields["plugins"] = str(Path(fields["plugins"]).resolve())
     Config(**fields).check_settings()
-    from minisparse.structure import typed_options  # torch: only once the settings are sound
     structure = fields.get("structure", Config.structure)
+    check_structure_name(structure, fields.get("plugins"))
+    from minisparse.structure import typed_options  # torch: only once the settings are sound
     options = typed_options(structure, parse_structure_options(option_pairs), fields.get("plugins"))
     return Config(**fields, structure_options=options).validate()
 

@@ -23,10 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from minisparse.config import ConfigError
+from minisparse.config import STRUCTURE_ENTRY_POINTS, ConfigError
 from minisparse.layers import MaskedLinear
-
-ENTRY_POINT_GROUP = "minisparse.structures"
 
 
 @dataclass(frozen=True)
@@ -117,7 +115,7 @@ def available() -> dict[str, type[Structure]]:
         import minisparse.structures as builtins
         for module in pkgutil.iter_modules(builtins.__path__):
             importlib.import_module(f"{builtins.__name__}.{module.name}")
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
+        for entry in entry_points(group=STRUCTURE_ENTRY_POINTS):
             try:
                 entry.load()
             except Exception as error:

@@ -54,10 +54,25 @@ PROBE = ("import atexit, sys; atexit.register(lambda: print('torch imported' if 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"], ["sweep", "--help"],
                                   ["compare", "--help"], ["bench", "--help"], ["structures", "--help"],
-                                  ["run", "--game", "pong"], ["run", "--lr", "nan"], ["run", "--frames", "0"]],
+                                  ["export", "--help"], ["run", "--game", "pong"], ["run", "--lr", "nan"],
+                                  ["run", "--frames", "0"], ["run", "--structure", "cnov"]],
                          ids=" ".join)
 def test_help_version_and_option_errors_never_import_torch(args):
     """torch's import costs seconds of CPU; help and option mistakes must answer at once."""
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True)
     assert result.returncode == (0 if "--help" in args or "--version" in args else 2), result.stderr
     assert result.stderr.strip().splitlines()[-1] == "torch not imported", result.stderr
+
+
+def test_run_help_groups_its_options_and_names_the_structures():
+    result = subprocess.run([sys.executable, "-m", "minisparse", "run", "--help"], capture_output=True, text=True)
+    text = result.stdout
+    sections = ["What to train:", "Capacity:", "The game:", "DQN hyperparameters:", "Execution:", "Output:"]
+    positions = [text.index(section) for section in sections]
+    assert positions == sorted(positions)
+    for option, section in (("--structure", "What to train:"), ("--sparsity", "Capacity:"), ("--lr", "DQN hyperparameters:"),
+                            ("--threads", "Execution:"), ("--resume", "Output:")):
+        after = sections[sections.index(section) + 1] if section != "Output:" else None
+        assert text.index(section) < text.index(f"  {option} ") < (text.index(after) if after else len(text))
+    assert "conv, dense, l1, local, predictive, prune, random, rigl, set, supermask" in " ".join(text.split())
+    assert "full protocol" in text

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minisparse import dqn
-from minisparse.config import Config
+from minisparse.config import Config, builtin_structures
 from minisparse.network import layer_specs
 from minisparse.structure import available
 
@@ -110,3 +110,12 @@ def test_the_listing_applies_a_budget_to_the_structures_that_take_one():
     rows = {line.split()[0]: line for line in listing.stdout.splitlines()[3:] if line.strip()}
     assert f"{1024 * 40:,}" in rows["random"] and f"{1024 * 40:,}" in rows["local"]  # 10% of 400 inputs
     assert f"{1024 * 36:,}" in rows["conv"] and f"{1024 * 400:,}" in rows["dense"]  # they ignore it
+
+
+def test_each_builtin_file_registers_the_structure_of_its_name():
+    """The CLI names and checks built-in structures from the file names alone (no torch import)."""
+    registered = available()
+    for name in builtin_structures():
+        assert registered[name].__module__ == f"minisparse.structures.{name}"
+    assert set(builtin_structures()) == {name for name, cls in registered.items()
+                                         if cls.__module__.startswith("minisparse.structures.")}
