@@ -19,8 +19,8 @@ import scipy.stats
 
 from minisparse.config import EXECUTION_KEYS, Config
 
-# Published dense DQN returns at 5M frames (MinAtar paper, read off its plot; design notes
-# section 2). Only used to put games on one scale when several games are aggregated.
+# Published dense DQN returns at 5M frames (MinAtar paper, read off its plot; docs/protocol.md,
+# "Reference returns"). Only used to put games on one scale when several games are aggregated.
 REFERENCE_RETURNS = {"asterix": 17.0, "breakout": 10.0, "freeway": 50.0,
                      "seaquest": 20.0, "space_invaders": 43.0}
 ALL_GAMES = "all games"
