@@ -54,7 +54,7 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     result = Comparison(warnings=[str(w) for w in broken] + _run_warnings(runs, scores, last_fraction)
                         + ([warning] if warning else []))
     figure_warning = "structures not at matched capacity (see the capacity table)" if warning else None
-    palette = figures.structure_palette(scores["structure"])
+    style = figures.Style.of(scores)
     seeds = figures.seeds_note(scores.groupby(["game", "weights", "structure"]).size())
     out.mkdir(parents=True, exist_ok=True)
 
@@ -71,14 +71,14 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     table("capacity", capacity, "Capacity of each compared structure per layer "
           "(connections = non-zero weights, flops = forward FLOPs per sample)")
     figure("learning_curves", lambda: figures.learning_curves(
-        binned_returns(episodes, bins), palette, figure_warning, reps=reps, seed=seed))
+        binned_returns(episodes, bins), style, figure_warning, reps=reps, seed=seed))
 
     performance = final_performance(episodes, last_fraction, reps, seed=seed)
     result.warnings += _left_out_of_all_games(scores, performance)
     table("final_performance", performance,
           f"Final performance: IQM of run scores (mean return over the last {last_fraction:.0%} "
           f"of frames) with 95% stratified bootstrap CIs; {seeds}")
-    figure("final_performance", lambda: figures.final_performance(performance, last_fraction, figure_warning))
+    figure("final_performance", lambda: figures.final_performance(performance, last_fraction, figure_warning, style))
 
     improvement = probability_of_improvement(episodes, last_fraction, reps, seed=seed)
     if improvement.empty:
@@ -86,7 +86,7 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     else:
         table("probability_of_improvement", improvement,
               f"Probability of improvement P(x > y) of final scores with 95% bootstrap CIs; {seeds}")
-        figure("probability_of_improvement", lambda: figures.improvement(improvement, seeds, figure_warning))
+        figure("probability_of_improvement", lambda: figures.improvement(improvement, seeds, figure_warning, style))
 
     ranks = rank_table(performance)
     if "rank_change" not in ranks:
@@ -94,7 +94,7 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     else:
         table("ranks", ranks, "Rank of each structure's final performance (1 = best) under fixed "
               "and learned weights; rank_change = fixed rank - learned rank")
-        figure("fixed_vs_learned", lambda: figures.interaction(ranks, palette, figure_warning))
+        figure("fixed_vs_learned", lambda: figures.interaction(ranks, style, figure_warning))
 
     train, broken_train = _caught(lambda: load_train(runs))
     result.warnings += [f"{warning} (its train.csv rows only)" for warning in broken_train]
@@ -104,7 +104,7 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     logged = logged.dropna(subset=["structure"])  # runs without episodes have no label
     if not logged.empty:
         columns = [c for c in logged.columns if c.startswith(("density_", "changed_"))]
-        figure("connectivity", lambda: figures.connectivity(binned(logged, columns, bins), palette))
+        figure("connectivity", lambda: figures.connectivity(binned(logged, columns, bins), style))
     by_path = {run_path(run): run for run in runs}
     for run in _one_run_each(scores[scores["path"].isin(changing)], by_path):
         if (run / "masks" / "start.npz").is_file():

@@ -5,8 +5,10 @@ seeds, labelled axes with units, a legend, and the capacity warning when there i
 """
 from __future__ import annotations
 
+import string
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -38,6 +40,52 @@ def structure_palette(names: Iterable[str]) -> dict[str, tuple[float, float, flo
     return dict(zip(order, colours))
 
 
+def mode_colours() -> dict[str, tuple[float, float, float]]:
+    """One colour per weight mode, the same in every figure."""
+    return dict(zip(WEIGHT_MODES, sns.color_palette("colorblind", len(WEIGHT_MODES))))
+
+
+def short_labels(names: Iterable[str]) -> dict[str, str]:
+    """Figure labels: a structure's name, or for the variants of one (`random (activation=leaky_relu,
+    lr=0.001)`) its name and a letter (`random a`), spelled out in the figure's key."""
+    order = structure_order(names)
+    bases = [_base(name) for name in order]
+    labels = {}
+    for name, base in zip(order, bases):
+        variants = [other for other, b in zip(order, bases) if b == base]
+        labels[name] = name if len(variants) == 1 and name == base else f"{base} {_letter(variants.index(name))}"
+    return labels
+
+
+@dataclass(frozen=True)
+class Style:
+    """What the figures of one comparison share: each structure's colour and label, and which runs
+    are unfinished (drawn hollow or dashed, and named)."""
+
+    colours: dict[str, tuple[float, float, float]]
+    labels: dict[str, str]
+    unfinished: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, scores: pd.DataFrame) -> "Style":
+        """From run_scores: structures (variants included) and the runs' completion."""
+        names = scores["structure"]
+        return cls(structure_palette(names), short_labels(names),
+                   tuple(sorted(scores.loc[~scores["complete"].astype(bool), "run"])))
+
+    def key(self, names: Iterable[str]) -> str:
+        """What the short labels among `names` stand for, one per line ('' when none is short)."""
+        return "\n".join(f"{self.labels[name]} = {name}" for name in structure_order(names)
+                          if self.labels[name] != name)
+
+    def unfinished_note(self, what: str) -> str:
+        """A caption line naming the unfinished runs and how `what` shows them ('' when all are complete)."""
+        if not self.unfinished:
+            return ""
+        names = ", ".join(self.unfinished[:4]) + (f" and {len(self.unfinished) - 4} more" if len(self.unfinished) > 4 else "")
+        return f"{what}: {len(self.unfinished)} unfinished run{'s' * (len(self.unfinished) > 1)} ({names})"
+
+
 def seeds_note(counts: Iterable[int]) -> str:
     """'n=5 seeds', or 'n=3-5 seeds' when structures have different numbers of seeds."""
     counts = list(counts)
@@ -45,54 +93,75 @@ def seeds_note(counts: Iterable[int]) -> str:
     return f"n={low} seed{'s' * (high > 1)}" if low == high else f"n={low}-{high} seeds"
 
 
-def learning_curves(binned: pd.DataFrame, palette: dict, warning: str | None,
+def learning_curves(binned: pd.DataFrame, style: Style, warning: str | None,
                     reps: int = 1000, seed: int = 0) -> Figure:
-    """Return against frames: mean over seeds of each run's binned return, 95% bootstrap band."""
+    """Return against frames: mean over seeds of each run's binned return, 95% bootstrap band.
+
+    One panel per game and weight mode that has runs; each curve stops where its runs' data stops
+    (stats.binned), and unfinished runs get their own dashed curve.
+    """
     seeds = binned.groupby(["game", "weights", "structure"])["path"].nunique()
-    wrapped = {name: _wrap(name) for name in palette}  # legend labels, wrapped before the legend is laid out
-    binned = binned.assign(structure=binned["structure"].map(wrapped))
-    palette = {wrapped[name]: colour for name, colour in palette.items()}
+    panels = [f"{game}, {mode} weights" for game in dict.fromkeys(binned["game"]) for mode in _modes(binned)
+              if ((binned["game"] == game) & (binned["weights"] == mode)).any()]
+    runs = binned["path"].str.rstrip("/").str.rsplit("/", n=1).str[-1]
+    binned = binned.assign(structure=binned["structure"].map(style.labels),
+                           panel=binned["game"] + ", " + binned["weights"] + " weights",
+                           runs=np.where(runs.isin(style.unfinished), "unfinished", "complete"))
+    palette = {style.labels[name]: colour for name, colour in style.colours.items()}
+    dashed = bool(style.unfinished)
     grid = sns.relplot(data=binned, x="frame", y="return", hue="structure", palette=palette,
                        hue_order=[s for s in palette if s in set(binned["structure"])],
-                       row="game", col="weights", col_order=_modes(binned), kind="line",
-                       errorbar=_mean_ci(reps, seed), height=3, aspect=1.5,
-                       facet_kws={"sharey": "row", "sharex": True})
-    grid.set_titles("{row_name}, {col_name} weights")
+                       style="runs" if dashed else None, style_order=["complete", "unfinished"] if dashed else None,
+                       dashes={"complete": "", "unfinished": (4, 2)} if dashed else True,
+                       col="panel", col_order=panels, col_wrap=min(len(panels), max(2, len(_modes(binned)))),
+                       kind="line", errorbar=_mean_ci(reps, seed), height=3, aspect=1.5,
+                       facet_kws={"sharey": False, "sharex": True})
+    grid.set_titles("{col_name}")
     grid.set_axis_labels("frames", RETURN)
     _frames_axis(grid.axes.flat)
-    grid.legend.set_title("structure")
+    grid.legend.set_title("")
     _title(grid.figure, "Learning curves: mean return across seeds, band = 95% bootstrap CI "
                         f"({seeds_note(seeds)} per structure)", warning)
+    _caption(grid.figure, style.key(seeds.index.get_level_values("structure")),
+             style.unfinished_note("dashed"))
     return grid.figure
 
 
-def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | None) -> Figure:
-    """IQM and 95% CI per structure, one panel per game, weight modes side by side."""
+def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | None, style: Style) -> Figure:
+    """IQM and 95% CI per structure, one panel per game, weight modes side by side in their colours.
+
+    A hollow marker is a cell with unfinished runs, whose scores use the frames reached so far.
+    """
     games = list(dict.fromkeys(table["game"]))
     order = structure_order(table["structure"])
-    lines = max(_wrap(name).count("\n") + 1 for name in order)  # the tallest label sets the row height
-    fig, axes = _panels(len(games), 4.2, max(0.45, 0.17 * lines) * len(order) + 1.6, sharey=True)
-    modes = _modes(table)
+    fig, axes = _panels(len(games), 4.2, 0.45 * len(order) + 1.6, sharey=True)
     for ax, game in zip(axes, games):
         panel = table[table["game"] == game]
-        for offset, mode, colour in zip(np.linspace(-0.15, 0.15, len(modes)), modes, sns.color_palette("colorblind")):
+        modes = _modes(panel)  # side by side around the label's row; one mode sits on it
+        offsets = (np.arange(len(modes)) - (len(modes) - 1) / 2) * 0.3 / max(1, len(modes) - 1)
+        for offset, mode in zip(offsets, modes):
             rows = panel[panel["weights"] == mode].set_index("structure").reindex(order)
-            y = np.arange(len(order)) + offset
-            errors = np.nan_to_num([rows["iqm"] - rows["ci_low"], rows["ci_high"] - rows["iqm"]])
-            ax.errorbar(rows["iqm"], y, xerr=errors, fmt="o", color=colour, capsize=3,
-                        label=f"{mode} weights")
+            rows = rows.assign(y=np.arange(len(order)) + offset).dropna(subset=["iqm"])
+            colour = mode_colours().get(mode, "grey")
+            for hollow, part in rows.groupby(rows["unfinished"] > 0):
+                errors = np.nan_to_num([part["iqm"] - part["ci_low"], part["ci_high"] - part["iqm"]])
+                ax.errorbar(part["iqm"], part["y"], xerr=errors, fmt="o", color=colour, capsize=3,
+                            markerfacecolor="white" if hollow else colour,
+                            label=f"{mode} weights" + (" (with unfinished runs)" if hollow else ""))
         ax.set_title(game if game != ALL_GAMES else textwrap.fill(f"{game}: {_aggregated(panel)}", 40),
                      fontsize="medium")
         ax.set_xlabel(("IQM of return / published DQN return" if game == ALL_GAMES else f"IQM of {RETURN}")
                       + f"\n(last {last_fraction:.0%} of frames)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(order)), [_wrap(name) for name in order])
-    axes[0].invert_yaxis()
+    axes[0].set_yticks(range(len(order)), [style.labels[name] for name in order])
+    axes[0].set_ylim(len(order) - 0.5, -0.5)
     for ax in axes[::_COLUMNS]:
         ax.set_ylabel("structure")
-    fig.legend(*axes[0].get_legend_handles_labels(), title="weight mode", loc="outside right center")
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), title="weight mode", loc="outside right center")
     _title(fig, "Final performance: interquartile mean over runs, 95% stratified bootstrap CI "
                 f"({seeds_note(table.loc[table['game'] != ALL_GAMES, 'runs'])} per structure)", warning)
+    _caption(fig, style.key(order), style.unfinished_note("hollow markers"))
     return fig
 
 
@@ -104,67 +173,73 @@ def _aggregated(panel: pd.DataFrame) -> str:
     return "; ".join(f"{mode}: {games}" for mode, games in per_mode.items())
 
 
-def improvement(table: pd.DataFrame, seeds: str, warning: str | None) -> Figure:
+def improvement(table: pd.DataFrame, seeds: str, warning: str | None, style: Style) -> Figure:
     """Heatmap of P(row structure > column structure), one panel per weight mode."""
     modes = _modes(table)
     size = table["x"].nunique()
-    fig, axes = plt.subplots(1, len(modes), figsize=(0.8 * size * len(modes) + 4, 0.6 * size + 2.8),
+    fig, axes = plt.subplots(1, len(modes), figsize=(0.7 * size * len(modes) + 4, 0.55 * size + 2.8),
                              squeeze=False, layout="constrained")
     for ax, mode in zip(axes[0], modes):
         rows = table[table["weights"] == mode]
         order = structure_order(pd.concat([rows["x"], rows["y"]]))
         matrix = rows.pivot(index="x", columns="y", values="probability").reindex(index=order, columns=order)
-        matrix.index, matrix.columns = [_wrap(n) for n in order], [_wrap(n) for n in order]
-        sns.heatmap(matrix, ax=ax, vmin=0, vmax=1, center=0.5, cmap="vlag", annot=True, fmt=".2f",
+        matrix.index = matrix.columns = [style.labels[n] for n in order]
+        sns.heatmap(matrix, ax=ax, vmin=0, vmax=1, center=0.5, cmap="vlag", annot=size <= 12, fmt=".2f",
                     square=True, cbar=ax is axes[0, -1], cbar_kws={"label": "P(row > column)"})
         ax.tick_params(axis="y", labelrotation=0)
-        ax.tick_params(axis="x", labelrotation=45)
+        ax.tick_params(axis="x", labelrotation=90)
         ax.set_title(f"{mode} weights")
         ax.set_xlabel("structure Y (column)")
         ax.set_ylabel("structure X (row)")
     _title(fig, "Probability of improvement P(X > Y): chance that a run of X ends with a higher "
                 f"score than a run of Y\n(ties count half; {seeds}; "
                 "95% CIs in probability_of_improvement.csv)", warning)
+    _caption(fig, style.key(table["x"]))
     return fig
 
 
-def interaction(ranks: pd.DataFrame, palette: dict, warning: str | None) -> Figure:
+def interaction(ranks: pd.DataFrame, style: Style, warning: str | None) -> Figure:
     """Slope plot of each structure's IQM under fixed and learned weights, per game.
 
     Crossing lines are where the ranking of structures changes between weight modes.
     """
     games = list(dict.fromkeys(ranks["game"]))
-    fig, axes = _panels(len(games), 4.5, 4.8)
+    fig, axes = _panels(len(games), 4.5, max(4.8, 0.22 * ranks.groupby("game").size().max() + 2))
+    order = list(style.colours)
     for ax, game in zip(axes, games):
         panel = ranks[ranks["game"] == game]
         changed = int((panel["rank_change"] != 0).sum())
-        bases = panel["structure"].str.split(" (", regex=False).str[0]
-        short = {name: base if (bases == base).sum() == 1 else name  # a variant's settings only where needed
-                 for name, base in zip(panel["structure"], bases)}
-        for row in sorted(panel.itertuples(), key=lambda r: list(palette).index(r.structure)):
+        for row in sorted(panel.itertuples(), key=lambda r: order.index(r.structure)):
             moved = row.rank_change != 0
-            ax.plot([0, 1], [row.iqm_fixed, row.iqm_learned], marker="o", color=palette[row.structure],
-                    lw=2.5 if moved else 1.2, ls="-" if moved else "--", label=row.structure)
+            ax.plot([0, 1], [row.iqm_fixed, row.iqm_learned], marker="o", color=style.colours[row.structure],
+                    lw=2.5 if moved else 1.2, ls="-" if moved else "--", label=style.labels[row.structure])
+        low, high = panel[["iqm_fixed", "iqm_learned"]].stack().agg(["min", "max"])
+        gap = max(high - low, 1e-9) / 30  # a label's height at the panel's size
+        placed = [low, high]
         for x, mode, side in ((0, "fixed", "right"), (1, "learned", "left")):
-            # Tied structures share one label rather than printing over each other.
-            for (rank, value), tied in panel.groupby([f"rank_{mode}", f"iqm_{mode}"]):
-                names = ", ".join(short[name] for name in tied["structure"])
-                ax.annotate(f"{rank}. {names}", (x, value),
-                            xytext=(-6 if side == "right" else 6, 0), textcoords="offset points",
-                            ha=side, va="center", fontsize="x-small", in_layout=False)
+            # Tied structures share one label; close ones are spread apart, a thin line to their point.
+            groups = list(panel.groupby([f"rank_{mode}", f"iqm_{mode}"]))
+            spread = _spread([value for (_, value), _ in groups], gap)
+            placed += spread
+            for ((rank, value), tied), y in zip(groups, spread):
+                names = ", ".join(style.labels[name] for name in tied["structure"])
+                ax.annotate(f"{rank}. {names}", (x, value), xytext=(x - 0.08 if side == "right" else x + 0.08, y),
+                            textcoords="data", ha=side, va="center", fontsize="x-small",
+                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"} if abs(y - value) > gap / 4 else None)
         ax.set_xlim(-0.8, 1.8)
+        ax.set_ylim(min(placed) - 2 * gap, max(placed) + 2 * gap)  # every label inside the panel
         ax.set_xticks([0, 1], ["fixed weights", "learned weights"])
         ax.set_ylabel("IQM of return / published DQN return" if game == ALL_GAMES else f"IQM of {RETURN}")
         ax.set_title(f"{game}: ranking changes for {changed} of {len(panel)} structures", fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, [_wrap(label) for label in labels], title="structure\n(solid: rank changed)",
-               loc="outside right center")
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), title="structure\n(solid: rank changed)", loc="outside right center")
     _title(fig, "Fixed vs learned weights: each structure's final IQM and rank", warning)
+    _caption(fig, style.key(ranks["structure"]))
     return fig
 
 
-def connectivity(train: pd.DataFrame, palette: dict) -> Figure:
+def connectivity(train: pd.DataFrame, style: Style) -> Figure:
     """Density and connections changed per log interval over training, per layer and game.
 
     `train` holds train.csv columns per run and frame bin (stats.binned).
@@ -174,8 +249,10 @@ def connectivity(train: pd.DataFrame, palette: dict) -> Figure:
                       var_name="quantity", value_name="value").dropna(subset=["value"])
     long["quantity"] = long["quantity"].map(_quantity_label)
     seeds = train.groupby(["game", "weights", "structure"])["path"].nunique()
+    shown = set(long["structure"])
+    long["structure"] = long["structure"].map(style.labels)
     grid = sns.relplot(data=long, x="frame", y="value", hue="structure", style="weights",
-                       palette={k: v for k, v in palette.items() if k in set(long["structure"])},
+                       palette={style.labels[k]: v for k, v in style.colours.items() if k in shown},
                        row="quantity", col="game", kind="line", errorbar=_mean_ci(200, 0),
                        height=2.8, aspect=1.6, facet_kws={"sharey": "row"})
     grid.set_titles("{col_name}")
@@ -184,6 +261,7 @@ def connectivity(train: pd.DataFrame, palette: dict) -> Figure:
     for ax, quantity in zip(grid.axes[:, 0], grid.row_names):
         ax.set_ylabel(quantity)
     _title(grid.figure, f"Connectivity over training: mean across seeds ({seeds_note(seeds)})", None)
+    _caption(grid.figure, style.key(shown))
     return grid.figure
 
 
@@ -252,10 +330,42 @@ def _title(fig: Figure, title: str, warning: str | None) -> None:
         fig.suptitle(title, color=colour, y=1.0, va="bottom")
 
 
-def _wrap(label: str, width: int = 40) -> str:
-    """Break long variant names (`random (sparsity=0.95, lr=0.001)`) after the structure name and
-    between settings, so that no line is much wider than `width` characters."""
-    if len(label) <= 18 or " (" not in label:
-        return label
-    name, settings = label.split(" (", 1)
-    return name + "\n" + textwrap.fill("(" + settings, width, break_long_words=False)
+def _spread(values: Sequence[float], gap: float) -> list[float]:
+    """Label positions for `values` (in the order given) at least `gap` apart: labels that would
+    overlap form a run centred on their values' mean; lone labels stay at their value."""
+    order = np.argsort(values, kind="stable")
+    clusters: list[list[float]] = []
+    for value in np.asarray(values, float)[order]:
+        clusters.append([value])
+        while len(clusters) > 1 and _start(clusters[-1], gap) < _start(clusters[-2], gap) + len(clusters[-2]) * gap:
+            last = clusters.pop()
+            clusters[-1] += last
+    placed = [_start(cluster, gap) + i * gap if len(cluster) > 1 else cluster[0]
+              for cluster in clusters for i in range(len(cluster))]
+    result = [0.0] * len(placed)
+    for position, index in zip(placed, order):
+        result[index] = float(position)
+    return result
+
+
+def _start(cluster: list[float], gap: float) -> float:
+    """Where a run of labels centred on the mean of `cluster` starts."""
+    return float(np.mean(cluster)) - (len(cluster) - 1) * gap / 2
+
+
+def _base(name: str) -> str:
+    return name.split(" (", 1)[0]
+
+
+def _letter(index: int) -> str:
+    """a, b, ..., z, aa, ab, ...: as many as there are variants."""
+    letters = string.ascii_lowercase
+    return letters[index] if index < len(letters) else _letter(index // len(letters) - 1) + letters[index % len(letters)]
+
+
+def _caption(fig: Figure, *lines: str) -> None:
+    """Text under the panels: the key to short labels, unfinished runs. Kept in the file by
+    bbox_inches="tight" (save)."""
+    text = "\n".join(line for line in lines if line)
+    if text:
+        fig.text(0.01, 0, text, ha="left", va="top", fontsize="small", wrap=False)

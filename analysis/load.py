@@ -7,6 +7,7 @@ to its folder inside an export: the loaders only use what both provide.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -150,11 +151,15 @@ def load_capacity(paths: Paths) -> pd.DataFrame:
 def run_info(run: Run) -> dict[str, Any]:
     """The per-run columns: flattened config, run, path, complete."""
     data = _read_config(run)
+    config = data["config"]
     info: dict[str, Any] = {}
-    for key, value in data["config"].items():
-        if key == "structure_options":  # every option with its value where the run recorded them all
-            value = data.get("structure", {}).get("options", value)
-            info.update({f"option.{k}": _hashable(v) for k, v in (value or {}).items()})
+    for key, value in config.items():
+        if key == "structure_options":  # every option with the value the run used
+            if "structure" in data:
+                value = data["structure"]["options"]
+            else:  # recorded before runs stored them: the given ones over the structure's defaults
+                value = {**_structure_defaults(config.get("structure")), **(value or {})}
+            info.update({f"option.{k}": _hashable(v) for k, v in value.items()})
         else:
             info[key] = _hashable(value)
     info.update(run=run.name, path=run_path(run), complete=(run / "complete.json").is_file())
@@ -176,6 +181,21 @@ def _load_csv(paths: Paths, name: str, columns: list[str]) -> pd.DataFrame:
             info = pd.DataFrame([run_info(run)]).iloc[[0] * len(rows)].set_axis(rows.index)
             frames.append(pd.concat([rows, info], axis=1))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, *RUN_COLUMNS])
+
+
+@functools.lru_cache(maxsize=None)
+def _structure_defaults(name: str | None) -> dict[str, Any]:
+    """A built-in structure's options and their defaults (reading runs never imports their plug-ins)."""
+    import dataclasses
+
+    from minisparse.config import ConfigError
+    from minisparse.structure import structure_class
+
+    try:
+        cls = structure_class(str(name))
+    except ConfigError:
+        return {}
+    return {f.name: getattr(cls, f.name) for f in dataclasses.fields(cls) if hasattr(cls, f.name)}
 
 
 def _read_table(file: Run, columns: list[str]) -> pd.DataFrame | None:

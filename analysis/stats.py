@@ -179,16 +179,22 @@ def binned_returns(episodes: pd.DataFrame, bins: int = 40) -> pd.DataFrame:
 
 
 def binned(frame: pd.DataFrame, values: Sequence[str], bins: int) -> pd.DataFrame:
-    """Each run's mean of `values` per frame bin (equal width over all runs' frames).
+    """Each run's mean of `values` per frame bin: `bins` equal bins over the run's configured frames.
 
     One value per run and bin, so that a mean across seeds weighs every seed equally
-    whatever its number of episodes or log rows; `frame` becomes the bin's centre.
+    whatever its number of episodes or log rows; `frame` becomes the bin's centre. Runs of
+    one length share their bins whatever else differs; a run's curve stops where its data
+    stops: a bin its frames cover less than half of (the end of an unfinished run) is left
+    out rather than drawn from its first few episodes.
     """
-    edges = np.linspace(0, frame["frame"].max(), bins + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    index = np.clip(np.searchsorted(edges, frame["frame"], side="left") - 1, 0, bins - 1)
+    length = frame["frames"] if "frames" in frame else pd.Series(frame["frame"].max(), index=frame.index)
+    width = length.to_numpy(float) / bins
+    index = np.clip(np.ceil(frame["frame"].to_numpy(float) / width) - 1, 0, bins - 1)
+    centre = (index + 0.5) * width
+    covered = centre <= frame.groupby("path")["frame"].transform("max").to_numpy()
     keys = ["game", "weights", "structure", "seed", "path", "frame"]
-    return frame.assign(frame=centres[index]).groupby(keys, as_index=False, sort=True)[list(values)].mean()
+    frame = frame.assign(frame=centre)[covered]
+    return frame.groupby(keys, as_index=False, sort=True)[list(values)].mean()
 
 
 def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], reps: int,

@@ -36,9 +36,9 @@ LAST = EPISODE_FRAMES >= 0.9 * FRAMES
 def write_run(root: Path, *, game: str = "breakout", structure: str = "conv", weights: str = "learned",
               seed: int = 0, final: float = 1.0, early: float = 0.0, complete: bool = True,
               episode_frames: np.ndarray = EPISODE_FRAMES, connections: int | None = None,
-              options: dict | None = None, changes: bool = False, **config: object) -> Path:
+              options: dict | None = None, changes: bool = False, frames: int = FRAMES, **config: object) -> Path:
     """A run directory as the core writes it; the last-10% episodes return `final` (then final+2, final-2)."""
-    cfg = Config(game=game, structure=structure, weights=weights, seed=seed, frames=FRAMES,
+    cfg = Config(game=game, structure=structure, weights=weights, seed=seed, frames=frames,
                  structure_options=options or {}, **config)
     run = root / f"{game}-{structure}-{weights}-s{seed}-{cfg.fingerprint()}"
     (run / "masks").mkdir(parents=True)
@@ -55,7 +55,7 @@ def write_run(root: Path, *, game: str = "breakout", structure: str = "conv", we
         "config": cfg.to_dict(), "capacity": capacity, "versions": {"python": "3.11", "minisparse": "0.1.0"},
         "git_commit": None, "created": "2025-01-01T00:00:00+0000"}, indent=2))
     returns = np.where(episode_frames >= 0.9 * episode_frames.max() if not complete
-                       else episode_frames >= 0.9 * FRAMES, final, early)
+                       else episode_frames >= 0.9 * frames, final, early)
     in_window = np.flatnonzero(returns == final) if final != early else np.array([], int)
     if len(in_window) == 2:  # mean stays `final`, but the episodes differ
         returns[in_window] = [final + 2, final - 2]
@@ -323,12 +323,24 @@ def test_rank_table_shows_the_ranking_change_between_weight_modes(episodes: pd.D
 
 
 def test_binned_returns_give_each_run_one_mean_per_bin(episodes: pd.DataFrame) -> None:
-    binned = binned_returns(episodes, bins=4)  # edges 0, 2437.5, 4875, 7312.5, 9750
+    binned = binned_returns(episodes, bins=4)  # edges 0, 2500, 5000, 7500, 10000 (the runs' frames)
     run = binned[(binned["game"] == "breakout") & (binned["structure"] == "conv")
                  & (binned["weights"] == "learned") & (binned["seed"] == 3)]
-    assert run["frame"].tolist() == pytest.approx([1218.75, 3656.25, 6093.75, 8531.25])
+    assert run["frame"].tolist() == pytest.approx([1250, 3750, 6250, 8750])
     # The last bin holds frames 7750..9750: three early episodes (0) and the final two (32, 28).
     assert run["return"].tolist() == pytest.approx([0, 0, 0, (0 * 3 + 32 + 28) / 5])
+
+
+def test_curves_stop_where_a_run_stops_and_runs_of_another_length_get_their_own_bins(tmp_path: Path) -> None:
+    write_run(tmp_path, seed=0, final=1.0)
+    write_run(tmp_path, seed=1, final=1.0, complete=False, episode_frames=np.arange(250, 5300, 500))  # at 5250
+    write_run(tmp_path, seed=0, final=1.0, frames=20_000, episode_frames=np.arange(250, 20_000, 500))
+    binned = binned_returns(load_runs(tmp_path), bins=4)
+    centres = binned.groupby(["structure", "seed"])["frame"].apply(list).to_dict()
+    assert centres[("conv (frames=10000)", 0)] == [1250, 3750, 6250, 8750]
+    # The unfinished run's frames cover half of no bin past 5000: its third bin (one episode) is left out.
+    assert centres[("conv (frames=10000)", 1)] == [1250, 3750]
+    assert centres[("conv (frames=20000)", 0)] == [2500, 7500, 12500, 17500]
 
 
 def test_variants_split_runs_of_one_structure_with_different_settings(tmp_path: Path) -> None:
@@ -432,12 +444,68 @@ def test_command_warns_in_terminal_tables_and_figures_when_capacity_differs(unma
 def test_figures_carry_the_capacity_warning_and_the_number_of_seeds(episodes: pd.DataFrame) -> None:
     from minisparse.analysis import figures
     table = final_performance(episodes, reps=100)
-    fig = figures.final_performance(table, 0.1, "structures not at matched capacity")
+    style = figures.Style.of(run_scores(episodes))
+    fig = figures.final_performance(table, 0.1, "structures not at matched capacity", style)
     title = fig.get_suptitle()
     assert "WARNING: structures not at matched capacity" in title and "n=4 seeds" in title
     assert fig.axes[0].get_xlabel().startswith("IQM of return per episode")
-    assert figures.final_performance(table, 0.1, None).get_suptitle().count("WARNING") == 0
+    assert figures.final_performance(table, 0.1, None, style).get_suptitle().count("WARNING") == 0
     assert figures.seeds_note([3, 5, 4]) == "n=3-5 seeds"
+
+
+LONG_SETTINGS = [{"lr": lr, "activation": activation, "target_period": period}
+                 for lr in (2.5e-4, 1e-3) for activation in ("relu", "leaky_relu") for period in (1000, 4000)]
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study's worth of runs: 8 variants each of conv and random (long labels), 2 seeds, learned
+    weights only, one random variant in fixed mode on asterix alone, and an unfinished run."""
+    root = tmp_path_factory.mktemp("crowded")
+    for (index, settings), structure, seed in itertools.product(enumerate(LONG_SETTINGS), ("conv", "random"), (0, 1)):
+        unfinished = structure == "random" and index == 0 and seed == 1
+        write_run(root, structure=structure, seed=seed, final=float(index + seed), complete=not unfinished,
+                  episode_frames=np.arange(250, 2300, 500) if unfinished else EPISODE_FRAMES, **settings)
+    for seed in (0, 1):
+        write_run(root, game="asterix", structure="random", weights="fixed", seed=seed, final=2.0 + seed)
+    return root
+
+
+def test_figures_of_a_crowded_study_use_short_labels_a_key_and_mark_unfinished_runs(crowded: Path) -> None:
+    from minisparse.analysis import figures
+    episodes = load_runs(crowded)
+    scores = run_scores(episodes)
+    style = figures.Style.of(scores)
+    assert sorted(set(style.labels.values())) == [f"{base} {letter}" for base in ("conv", "random") for letter in "abcdefgh"]
+    assert len(style.unfinished) == 1
+
+    performance = final_performance(episodes, reps=100)
+    fig = figures.final_performance(performance, 0.1, None, style)
+    labels = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
+    assert max(map(len, labels)) <= len("random h")  # short labels; the full settings are in the key
+    caption = "\n".join(text.get_text() for text in fig.texts)
+    assert "conv a = conv (activation=leaky_relu, target_period=1000, lr=0.00025)" in caption
+    assert "hollow markers: 1 unfinished run (" in caption and style.unfinished[0] in caption
+    hollow = [line for ax in fig.axes for line in ax.lines if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1  # the one cell with an unfinished run
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    breakout = panels["breakout"]  # learned weights only: each point sits on its label's row
+    rows = {round(float(y), 6) for line in breakout.lines for y in line.get_ydata()}
+    assert rows <= set(map(float, range(len(labels))))
+    for game, mode in (("breakout", "learned"), ("asterix", "fixed")):  # one weight mode per game here
+        colours = {matplotlib.colors.to_rgb(line.get_color()) for line in panels[game].lines}
+        assert colours == {figures.mode_colours()[mode]}
+
+    curves = figures.learning_curves(binned_returns(episodes, bins=4), style, None, reps=100)
+    titles = sorted(ax.get_title() for ax in curves.axes if ax.get_visible())
+    assert titles == ["asterix, fixed weights", "breakout, learned weights"]  # no empty panels
+    assert all(ax.lines for ax in curves.axes if ax.get_visible())
+    dashed = [line for ax in curves.axes for line in ax.lines if line.get_linestyle() == "--"]
+    assert dashed and "dashed: 1 unfinished run" in "\n".join(t.get_text() for t in curves.texts)
+
+    heatmap = figures.improvement(probability_of_improvement(episodes, reps=100), "n=2 seeds", None, style)
+    ticks = [tick.get_text() for tick in heatmap.axes[0].get_xticklabels()]
+    assert ticks and max(map(len, ticks)) <= len("random h")
 
 
 @pytest.mark.parametrize("make, message", [
