@@ -1,7 +1,7 @@
 """One file for a study's results: the compact files of every run, packed into a zip.
 
 An export holds, per run, the files the analysis reads (config.json with the resolved config and
-capacity, complete.json, episodes.csv, train.csv and the start and end masks), under the run's
+capacity, complete.json, episodes.csv, train.csv, eval.csv and the start and end masks), under the run's
 path relative to the study folder, and `export.json` saying what it is. Models, checkpoints and
 mask snapshots stay behind. `load_runs` and `minisparse compare` read an export exactly as they
 read the folder it came from: the same bytes are parsed by the same code. Python's zipfile
@@ -21,7 +21,8 @@ from typing import Any
 
 from .load import EXPORT_FORMAT, EXPORT_MANIFEST, NoRunsError, find_runs, is_export
 
-RUN_FILES = ("config.json", "complete.json", "episodes.csv", "train.csv", "masks/start.npz", "masks/end.npz")
+RUN_FILES = ("config.json", "complete.json", "episodes.csv", "train.csv", "eval.csv", "masks/start.npz",
+             "masks/end.npz")
 
 
 def export_study(study: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:

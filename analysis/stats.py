@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from minisparse.config import EXECUTION_KEYS, Config
+from minisparse.config import EVALUATION_KEYS, EXECUTION_KEYS, Config
 
 # Published dense DQN returns at 5M frames (MinAtar paper, read off its plot; docs/protocol.md,
 # "Reference returns"). Only used to put games on one scale when several games are aggregated.
@@ -26,9 +26,9 @@ REFERENCE_RETURNS = {"asterix": 17.0, "breakout": 10.0, "freeway": 50.0,
 ALL_GAMES = "all games"
 
 # Config keys that make two runs of one structure different variants (seed, game and weight
-# mode are compared across, execution settings change nothing, and where a plug-in was
-# loaded from is not a setting of the structure).
-_VARIANT_KEYS = ({f.name for f in dataclasses.fields(Config)} - set(EXECUTION_KEYS)
+# mode are compared across, execution and evaluation settings change no training, and where a
+# plug-in was loaded from is not a setting of the structure).
+_VARIANT_KEYS = ({f.name for f in dataclasses.fields(Config)} - set(EXECUTION_KEYS) - set(EVALUATION_KEYS)
                  - {"game", "structure", "weights", "seed", "structure_options", "plugins"})
 
 

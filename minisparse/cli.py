@@ -56,6 +56,10 @@ HELP = {
     "adam_betas": "Adam's two moment decay rates.",
     "adam_eps": "Adam epsilon.",
     "mask_optimizer_state": "Zero the optimizer state of connections that are dropped or grown.",
+    "eval_every": "Frames between greedy evaluations on games of their own, written to eval.csv; "
+                  "0 turns them off.  [default: a tenth of --frames]",
+    "eval_episodes": "Episodes per evaluation; episode k starts from the same seed in every run.",
+    "eval_epsilon": "Exploration rate during evaluation.",
     "device": "auto picks CUDA when available.",
     "backend": "How masked layers execute: dense (masked dense matrices), sparse (torch sparse kernels), "
                "auto (whichever is faster for the layer's size and density).",
@@ -116,6 +120,7 @@ RUN_SECTIONS = {
                             "target_period", "epsilon_start", "epsilon_end", "epsilon_frames", "gamma", "optimizer",
                             "lr", "rmsprop_alpha", "rmsprop_eps", "rmsprop_centered", "adam_betas", "adam_eps",
                             "mask_optimizer_state"),
+    "Evaluation": ("eval_every", "eval_episodes", "eval_epsilon"),
     "Execution": ("device", "backend", "threads"),
     "Output": ("out", "resume", "checkpoint_every", "log_every", "help"),
 }

@@ -81,6 +81,10 @@ class Config:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     mask_optimizer_state: bool = True
+    # greedy evaluation on games of its own (None: ten points over the run; 0: off)
+    eval_every: int | None = None
+    eval_episodes: int = 10
+    eval_epsilon: float = 0.0
     # execution
     device: str = "auto"
     backend: str = "auto"
@@ -122,8 +126,12 @@ class Config:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed {self.seed} is outside [0, 2**32)")
-        for name in ("replay_start", "epsilon_frames"):
-            if getattr(self, name) < 0:
+        if self.eval_episodes <= 0:
+            raise ConfigError(f"eval-episodes must be > 0, got {self.eval_episodes}")
+        if not 0.0 <= self.eval_epsilon <= 1.0:
+            raise ConfigError(f"eval-epsilon {self.eval_epsilon} is outside [0, 1]")
+        for name in ("replay_start", "epsilon_frames", "eval_every"):
+            if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.batch_size > self.replay_capacity:
             raise ConfigError(
@@ -151,6 +159,13 @@ class Config:
         if budget and not cls.uses_budget and not hidden_takes_it:
             raise ConfigError(f"structure {self.structure} ignores the budget, so --{budget} does not apply "
                               f"(it sets the budget of the structures that take one)")
+
+    @property
+    def eval_interval(self) -> int:
+        """Frames between greedy evaluations (0: none)."""
+        if self.eval_every is None:
+            return max(1, self.frames // 10)
+        return self.eval_every
 
     @property
     def channels(self) -> int:
@@ -207,6 +222,8 @@ class Config:
             inert.add("leaky_slope")
         if not self.sparse_hidden:
             inert.add("distribution")
+        if self.eval_interval == 0:
+            inert |= {"eval_episodes", "eval_epsilon"}
         if self.plugins is not None and structure_class(self.structure, self.plugins).__module__.startswith(
                 "minisparse.structures."):
             inert.add("plugins")
@@ -224,6 +241,9 @@ class Config:
 # Settings that change how a run executes, not what it computes: results agree to float
 # rounding, so runs that differ only in these are one experiment (one run folder, one variant).
 EXECUTION_KEYS = frozenset({"device", "backend", "threads", "checkpoint_every", "log_every"})
+# Settings of the greedy evaluation: they change eval.csv (so the run's folder) but not training,
+# so runs that differ only in these are one variant of a structure.
+EVALUATION_KEYS = frozenset({"eval_every", "eval_episodes", "eval_epsilon"})
 
 # Observation channels of each MinAtar game (10 x 10 x C).
 CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}

@@ -22,6 +22,7 @@ import torch
 from minisparse import rundir
 from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS, Game
+from minisparse.evaluate import evaluate
 from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
 from minisparse.outputs import check_output_root
@@ -48,6 +49,7 @@ class Counters:
     snapshot_topology: int = 0
     episode_rows: list = field(default_factory=list)
     train_rows: list = field(default_factory=list)
+    eval_rows: list = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -286,6 +288,8 @@ def _train_to_end(agent: Agent, path: Path, progress: Progress) -> None:
                 progress.episode(c.episode_return)
                 c.episode_return, c.episode_length = 0.0, 0
             progress.advance(c.frame, epsilon(config, c.frame))
+            if config.eval_interval and c.frame % config.eval_interval == 0:
+                c.eval_rows += [[c.frame, *row] for row in evaluate(config, agent.td.greedy)]
             if c.frame % config.log_every == 0 or c.frame == config.frames:
                 now = time.monotonic()
                 _log(agent, path, (c.frame - log_frame) / max(now - log_time, 1e-9))
@@ -344,6 +348,8 @@ def _write_tables(agent: Agent, path: Path) -> None:
         columns += [f"density_{name}", f"changed_{name}"]
     rundir.write_csv(path / rundir.EPISODES, rundir.EPISODE_COLUMNS, c.episode_rows)
     rundir.write_csv(path / rundir.TRAIN, columns, c.train_rows)
+    if agent.config.eval_interval:
+        rundir.write_csv(path / rundir.EVAL, rundir.EVAL_COLUMNS, c.eval_rows)
 
 
 def _finish(agent: Agent, path: Path, seconds: float) -> None:

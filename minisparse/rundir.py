@@ -24,9 +24,10 @@ import torch
 from minisparse.config import Config, ConfigError
 from minisparse.outputs import check_output_root
 
-CONFIG, EPISODES, TRAIN = "config.json", "episodes.csv", "train.csv"
+CONFIG, EPISODES, TRAIN, EVAL = "config.json", "episodes.csv", "train.csv", "eval.csv"
 MODEL, CHECKPOINT, COMPLETE, ERROR = "model.pt", "checkpoint.pt", "complete.json", "error.txt"
 EPISODE_COLUMNS = ("frame", "episode", "return", "length", "epsilon", "seconds")
+EVAL_COLUMNS = ("frame", "episode", "seed", "return", "length", "truncated")
 MAX_SNAPSHOTS = 20
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -190,6 +191,13 @@ def summary(path: Path) -> str:
             f"{tenth} of {len(returns)} episodes: {np.mean(returns[:tenth]):.2f} -> {np.mean(returns[-tenth:]):.2f}")
     if random_policy:
         line += f" (random policy, before learning: {np.mean(random_policy):.2f})"
+    if (path / EVAL).is_file():
+        with open(path / EVAL, newline="") as file:
+            evaluations = [(int(row["frame"]), float(row["return"])) for row in csv.DictReader(file)]
+        if evaluations:
+            last = max(frame for frame, _ in evaluations)
+            final = [value for frame, value in evaluations if frame == last]
+            line += f"; greedy evaluation at frame {last:,}: {np.mean(final):.2f} over {len(final)} episodes"
     return line
 
 

@@ -60,7 +60,8 @@ def test_an_export_holds_the_compact_files_only(study: Path, exported: Path) -> 
                for name in names)
     for run in find_runs(study):
         relative = run.relative_to(study.resolve()).as_posix()
-        for file in ("config.json", "complete.json", "episodes.csv", "train.csv", "masks/start.npz", "masks/end.npz"):
+        for file in ("config.json", "complete.json", "episodes.csv", "train.csv", "eval.csv", "masks/start.npz",
+                     "masks/end.npz"):
             assert f"{relative}/{file}" in names
     for info in infos:  # text compressed; masks (.npz) are compressed already
         assert info.compress_type == (zipfile.ZIP_STORED if info.filename.endswith(".npz") else zipfile.ZIP_LZMA)

@@ -79,7 +79,15 @@ def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
     result = minisparse("run", "--structure", "conv", "--out", str(out), *TINY, "--checkpoint-every", "700")
     assert result.returncode == 0, result.stderr
-    return episodes(only_run(out))
+    return only_run(out)
+
+
+def assert_same_results(run, uninterrupted):
+    """Episodes (but their wall-clock seconds) and greedy evaluations of an uninterrupted run."""
+    pd.testing.assert_frame_equal(episodes(run)[RESULT_COLUMNS], episodes(uninterrupted)[RESULT_COLUMNS])
+    evaluations = pd.read_csv(run / "eval.csv")
+    assert len(evaluations) == 10 * 10  # ten evaluations of ten episodes (TINY: 3000 frames)
+    pd.testing.assert_frame_equal(evaluations, pd.read_csv(uninterrupted / "eval.csv"))
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
@@ -100,7 +108,7 @@ def test_killed_run_resumes_to_the_same_returns(how, uninterrupted, tmp_path):
     assert not (run / "complete.json").exists()
     result = minisparse("run", "--resume", str(run))
     assert result.returncode == 0, result.stderr
-    pd.testing.assert_frame_equal(episodes(run)[RESULT_COLUMNS], uninterrupted[RESULT_COLUMNS])
+    assert_same_results(run, uninterrupted)
     assert not list(run.rglob("*.tmp"))
 
 
@@ -121,7 +129,7 @@ def test_kill_during_resume_then_resume_again(uninterrupted, tmp_path):
     assert resumed.wait() == -signal.SIGKILL  # killed mid-training, not after finishing
     result = minisparse("run", "--resume", str(run))
     assert result.returncode == 0, result.stderr
-    pd.testing.assert_frame_equal(episodes(run)[RESULT_COLUMNS], uninterrupted[RESULT_COLUMNS])
+    assert_same_results(run, uninterrupted)
 
 
 def test_resuming_a_complete_run_changes_nothing(tiny_run):
