@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     ".comparison": ("Comparison", "compare"),
     ".export": ("export_study",),
-    ".load": ("BrokenRunWarning", "NoRunsError", "find_runs", "load_capacity", "load_runs", "load_train"),
+    ".load": ("BrokenRunWarning", "NoRunsError", "find_runs", "load_capacity", "load_eval", "load_runs", "load_train"),
     ".pictures": ("draw_mask", "draw_run_masks"),
-    ".stats": ("binned", "binned_returns", "final_performance", "iqm", "probability_of_improvement",
-               "rank_table", "run_scores"),
+    ".stats": ("binned", "binned_returns", "eval_curves", "eval_scores", "final_performance", "improvement_table",
+               "iqm", "paired_differences", "performance_table", "probability_of_improvement", "rank_table",
+               "run_scores"),
     ".capacity": ("capacity_table", "capacity_warning"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -30,10 +31,10 @@ if TYPE_CHECKING:
     from .capacity import capacity_table, capacity_warning
     from .comparison import Comparison, compare
     from .export import export_study
-    from .load import BrokenRunWarning, NoRunsError, find_runs, load_capacity, load_runs, load_train
+    from .load import BrokenRunWarning, NoRunsError, find_runs, load_capacity, load_eval, load_runs, load_train
     from .pictures import draw_mask, draw_run_masks
-    from .stats import (binned, binned_returns, final_performance, iqm, probability_of_improvement,
-                        rank_table, run_scores)
+    from .stats import (binned, binned_returns, eval_curves, eval_scores, final_performance, improvement_table, iqm,
+                        paired_differences, performance_table, probability_of_improvement, rank_table, run_scores)
 
 
 def __getattr__(name: str) -> Any:

@@ -12,11 +12,12 @@ from matplotlib.figure import Figure
 
 from . import figures
 from .capacity import capacity_table, capacity_warning
-from .load import (BrokenRunWarning, NoRunsError, Paths, Run, find_runs, load_capacity, load_runs, load_train,
-                   mask_snapshots, run_path)
+from .load import (BrokenRunWarning, NoRunsError, Paths, Run, find_runs, load_capacity, load_eval, load_runs,
+                   load_train, mask_snapshots, run_path)
 from .pictures import draw_run_masks
-from .stats import (ALL_GAMES, binned, binned_returns, final_performance, probability_of_improvement,
-                    rank_table, run_scores)
+from .stats import (ALL_GAMES, binned, binned_returns, eval_curves, eval_scores, final_performance,
+                    improvement_table, normalisation_note, paired_differences, performance_table,
+                    probability_of_improvement, rank_table, run_scores)
 from .tables import write_table
 
 T = TypeVar("T")
@@ -77,7 +78,7 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     result.warnings += _left_out_of_all_games(scores, performance)
     table("final_performance", performance,
           f"Final performance: IQM of run scores (mean return over the last {last_fraction:.0%} "
-          f"of frames) with 95% stratified bootstrap CIs; {seeds}")
+          f"of frames) with 95% stratified bootstrap CIs; {seeds}{normalisation_note(performance)}")
     figure("final_performance", lambda: figures.final_performance(performance, last_fraction, figure_warning, style))
 
     improvement = probability_of_improvement(episodes, last_fraction, reps, seed=seed)
@@ -96,6 +97,11 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
               "and learned weights; rank_change = fixed rank - learned rank")
         figure("fixed_vs_learned", lambda: figures.interaction(ranks, style, figure_warning))
 
+    evaluations, broken_eval = _caught(lambda: load_eval(runs))
+    result.warnings += [f"{warning} (its eval.csv only)" for warning in broken_eval]
+    if not evaluations.empty:
+        _compare_evaluations(evaluations, style, figure_warning, table, figure, reps, seed)
+
     train, broken_train = _caught(lambda: load_train(runs))
     result.warnings += [f"{warning} (its train.csv rows only)" for warning in broken_train]
     changing = _changing_runs(train, runs)
@@ -110,6 +116,33 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         if (run / "masks" / "start.npz").is_file():
             result.files.extend(draw_run_masks(run, out / "masks"))
     return result
+
+
+def _compare_evaluations(evaluations: pd.DataFrame, style: figures.Style, warning: str | None,
+                         table: Callable[[str, pd.DataFrame, str], None], figure: Callable[[str, Callable[[], Figure]], None],
+                         reps: int, seed: int) -> None:
+    """The greedy-evaluation view (eval.csv) beside the training-return one: curves, final
+    performance, probability of improvement, and differences paired by evaluation seed."""
+    scores = eval_scores(evaluations)
+    episodes = int(scores["episodes_scored"].max())
+    runs_note = figures.seeds_note(scores.groupby(["game", "weights", "structure"]).size())
+    figure("eval_learning_curves", lambda: figures.learning_curves(
+        eval_curves(evaluations), style, warning, reps=reps, seed=seed, greedy=True))
+    performance = performance_table(scores, reps, seed=seed)
+    table("eval_final_performance", performance,
+          f"Final greedy performance: IQM over runs of each run's mean return in its last evaluation "
+          f"(up to {episodes} episodes from seeds shared by every run), 95% stratified bootstrap CIs; {runs_note}"
+          f"{normalisation_note(performance)}")
+    figure("eval_final_performance", lambda: figures.final_performance(performance, 0, warning, style, greedy=True))
+    improvement = improvement_table(scores, reps, seed=seed)
+    if not improvement.empty:
+        table("eval_probability_of_improvement", improvement,
+              f"Probability of improvement P(x > y) of final greedy scores with 95% bootstrap CIs; {runs_note}")
+    paired = paired_differences(evaluations, reps, seed=seed)
+    if not paired.empty:
+        table("eval_paired_differences", paired,
+              "Final greedy return of x minus y, paired by evaluation seed (each structure's mean over its "
+              "runs at that seed), with 95% bootstrap CIs over seeds")
 
 
 def _caught(load: Callable[[], T]) -> tuple[T, list[BrokenRunWarning]]:

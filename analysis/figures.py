@@ -94,8 +94,9 @@ def seeds_note(counts: Iterable[int]) -> str:
 
 
 def learning_curves(binned: pd.DataFrame, style: Style, warning: str | None,
-                    reps: int = 1000, seed: int = 0) -> Figure:
-    """Return against frames: mean over seeds of each run's binned return, 95% bootstrap band.
+                    reps: int = 1000, seed: int = 0, greedy: bool = False) -> Figure:
+    """Return against frames: mean over seeds of each run's binned training return (or, `greedy`, of
+    its greedy evaluations: stats.eval_curves), 95% bootstrap band.
 
     One panel per game and weight mode that has runs; each curve stops where its runs' data stops
     (stats.binned), and unfinished runs get their own dashed curve.
@@ -120,18 +121,22 @@ def learning_curves(binned: pd.DataFrame, style: Style, warning: str | None,
     grid.set_axis_labels("frames", RETURN)
     _frames_axis(grid.axes.flat)
     grid.legend.set_title("")
-    _title(grid.figure, "Learning curves: mean return across seeds, band = 95% bootstrap CI "
+    what = "greedy evaluation return (mean of each evaluation's episodes)" if greedy else "training return"
+    _title(grid.figure, f"Learning curves: {what}, mean across seeds, band = 95% bootstrap CI "
                         f"({seeds_note(seeds)} per structure)", warning)
     _caption(grid.figure, style.key(seeds.index.get_level_values("structure")),
              style.unfinished_note("dashed"))
     return grid.figure
 
 
-def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | None, style: Style) -> Figure:
-    """IQM and 95% CI per structure, one panel per game, weight modes side by side in their colours.
+def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | None, style: Style,
+                      greedy: bool = False) -> Figure:
+    """IQM and 95% CI per structure, one panel per game, weight modes side by side in their colours:
+    of training returns in the last `last_fraction` of frames, or (`greedy`) of final evaluations.
 
     A hollow marker is a cell with unfinished runs, whose scores use the frames reached so far.
     """
+    scored = "final greedy evaluation" if greedy else f"last {last_fraction:.0%} of frames"
     games = list(dict.fromkeys(table["game"]))
     order = structure_order(table["structure"])
     fig, axes = _panels(len(games), 4.2, 0.45 * len(order) + 1.6, sharey=True)
@@ -151,7 +156,7 @@ def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | 
         ax.set_title(game if game != ALL_GAMES else textwrap.fill(f"{game}: {_aggregated(panel)}", 40),
                      fontsize="medium")
         ax.set_xlabel(("IQM of return / published DQN return" if game == ALL_GAMES else f"IQM of {RETURN}")
-                      + f"\n(last {last_fraction:.0%} of frames)")
+                      + f"\n({scored})")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(order)), [style.labels[name] for name in order])
     axes[0].set_ylim(len(order) - 0.5, -0.5)
@@ -159,7 +164,7 @@ def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | 
         ax.set_ylabel("structure")
     handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(handles.values(), handles.keys(), title="weight mode", loc="outside right center")
-    _title(fig, "Final performance: interquartile mean over runs, 95% stratified bootstrap CI "
+    _title(fig, f"Final performance ({scored}): interquartile mean over runs, 95% stratified bootstrap CI "
                 f"({seeds_note(table.loc[table['game'] != ALL_GAMES, 'runs'])} per structure)", warning)
     _caption(fig, style.key(order), style.unfinished_note("hollow markers"))
     return fig

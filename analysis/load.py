@@ -28,6 +28,7 @@ EXPORT_FORMAT = "minisparse-export"
 
 EPISODE_COLUMNS = ["frame", "episode", "return", "length", "epsilon", "seconds"]
 TRAIN_COLUMNS = ["frame", "updates", "loss", "mean_q", "frames_per_s"]
+EVAL_COLUMNS = ["frame", "episode", "eval_seed", "return", "length", "truncated"]  # eval.csv's seed renamed
 CAPACITY_COLUMNS = ["units", "inputs", "connections", "parameters", "density", "flops"]
 RUN_COLUMNS = ["run", "path", "complete"]  # added to every row, after the config columns
 
@@ -134,6 +135,12 @@ def load_train(paths: Paths) -> pd.DataFrame:
     return _load_csv(paths, "train.csv", TRAIN_COLUMNS)
 
 
+def load_eval(paths: Paths) -> pd.DataFrame:
+    """One row per greedy evaluation episode (eval.csv) of every run that evaluated, with the run's
+    config columns; eval.csv's `seed` (the episode's game seed) is `eval_seed` here, beside the run's `seed`."""
+    return _load_csv(paths, "eval.csv", EVAL_COLUMNS, rename={"seed": "eval_seed"})
+
+
 def load_capacity(paths: Paths) -> pd.DataFrame:
     """One row per run and layer (including `total`): the capacity a complete run ended with
     (complete.json), else the one it started with (config.json). Structures that learn their
@@ -166,14 +173,14 @@ def run_info(run: Run) -> dict[str, Any]:
     return info
 
 
-def _load_csv(paths: Paths, name: str, columns: list[str]) -> pd.DataFrame:
+def _load_csv(paths: Paths, name: str, columns: list[str], rename: dict[str, str] | None = None) -> pd.DataFrame:
     """Each run's `name` with its run columns; a file that does not parse as the core writes it is left
     out with a BrokenRunWarning naming the file and the reason (the rest still load)."""
     frames = []
     for run in find_runs(paths):
         file = run / name
         try:
-            rows = _read_table(file, columns) if file.is_file() else None
+            rows = _read_table(file, columns, rename or {}) if file.is_file() else None
         except ValueError as error:
             warnings.warn(BrokenRunWarning(run, f"left out {run.name}: {file} {error}"), stacklevel=3)
             continue
@@ -198,14 +205,14 @@ def _structure_defaults(name: str | None) -> dict[str, Any]:
     return {f.name: getattr(cls, f.name) for f in dataclasses.fields(cls) if hasattr(cls, f.name)}
 
 
-def _read_table(file: Run, columns: list[str]) -> pd.DataFrame | None:
-    """The CSV with its required `columns` present and numeric (None when it is empty), else ValueError
-    saying what is wrong."""
+def _read_table(file: Run, columns: list[str], rename: dict[str, str]) -> pd.DataFrame | None:
+    """The CSV (columns renamed by `rename`) with its required `columns` present and numeric (None when
+    it is empty), else ValueError saying what is wrong."""
     data = file.read_bytes()
     if not data:
         return None
     try:
-        rows = pd.read_csv(io.BytesIO(data))
+        rows = pd.read_csv(io.BytesIO(data)).rename(columns=rename)
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"does not parse as CSV ({str(error).splitlines()[0]})") from None
     missing = [column for column in columns if column not in rows.columns]

@@ -25,6 +25,18 @@ REFERENCE_RETURNS = {"asterix": 17.0, "breakout": 10.0, "freeway": 50.0,
                      "seaquest": 20.0, "space_invaders": 43.0}
 ALL_GAMES = "all games"
 
+
+def normalisation_note(performance: pd.DataFrame) -> str:
+    """What the `all games` rows of a final-performance table divide by ('' without such rows)."""
+    aggregated = performance[performance["game"] == ALL_GAMES]
+    if aggregated.empty:
+        return ""
+    games = sorted({game for names in aggregated["games"] for game in names.split(", ")})
+    references = ", ".join(f"{game} {REFERENCE_RETURNS[game]:g}" for game in games)
+    return (f". The 'all games' rows divide each run's score by the published DQN return of its game at 5M "
+            f"frames ({references}; MinAtar paper, read at each game's best step size, while these runs may "
+            f"use another: the protocol's is 2.5e-4), so 1 means as good as MinAtar's tuned DQN")
+
 # Config keys that make two runs of one structure different variants (seed, game and weight
 # mode are compared across, execution and evaluation settings change no training, and where a
 # plug-in was loaded from is not a setting of the structure).
@@ -79,6 +91,54 @@ def run_scores(episodes: pd.DataFrame, last_fraction: float = 0.1) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def eval_scores(evaluations: pd.DataFrame) -> pd.DataFrame:
+    """One row per run, as run_scores: the mean return of its last greedy evaluation (eval.csv), the
+    one at the end of a complete run, the latest so far of an unfinished one."""
+    evaluations = evaluations.assign(structure=variants(evaluations))
+    rows = []
+    for path, run in evaluations.groupby("path", sort=True):
+        first = run.iloc[0]
+        last = run[run["frame"] == run["frame"].max()]
+        score = last["return"].mean()
+        rows.append({"game": first["game"], "weights": first["weights"], "structure": first["structure"],
+                     "seed": first["seed"], "run": first["run"], "path": path,
+                     "complete": bool(first["complete"]), "frames_reached": int(last["frame"].iloc[0]),
+                     "episodes_scored": len(last), "score": score,
+                     "normalized": score / REFERENCE_RETURNS.get(first["game"], math.nan)})
+    return pd.DataFrame(rows)
+
+
+def eval_curves(evaluations: pd.DataFrame) -> pd.DataFrame:
+    """Each run's mean greedy return per evaluation, labelled by structure (as binned_returns)."""
+    keys = ["game", "weights", "structure", "seed", "path", "frame"]
+    evaluations = evaluations.assign(structure=variants(evaluations))
+    return evaluations.groupby(keys, as_index=False, sort=True)[["return"]].mean()
+
+
+def paired_differences(evaluations: pd.DataFrame, reps: int = 2000, confidence: float = 0.95,
+                       seed: int = 0) -> pd.DataFrame:
+    """Mean return of X minus Y in the final greedy evaluation, paired by evaluation seed.
+
+    Episode k of every run starts from the same seed, so for each pair of structures (within a game
+    and weight mode) the difference is taken seed by seed (each structure's mean over its runs at
+    that seed) and the CI resamples seeds: the starting states' luck cancels out of the comparison.
+    """
+    evaluations = evaluations.assign(structure=variants(evaluations))
+    final = evaluations[evaluations["frame"] == evaluations.groupby("path")["frame"].transform("max")]
+    rows = []
+    for (game, weights), cell in final.groupby(["game", "weights"], sort=True):
+        means = cell.groupby(["structure", "eval_seed"])["return"].mean().unstack(0)
+        for x, y in itertools.permutations(sorted(means.columns), 2):
+            both = means[[x, y]].dropna()
+            differences = (both[x] - both[y]).to_numpy(float)
+            low, high = bootstrap_ci([differences], _mean, reps, confidence, seed)
+            rows.append({"game": game, "weights": weights, "x": x, "y": y,
+                         "difference": float(differences.mean()), "ci_low": low, "ci_high": high,
+                         "seeds": len(differences)})
+    columns = ["game", "weights", "x", "y", "difference", "ci_low", "ci_high", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def final_performance(episodes: pd.DataFrame, last_fraction: float = 0.1, reps: int = 2000,
                       confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """IQM of run scores with bootstrap CIs, per game, weight mode and structure.
@@ -88,7 +148,13 @@ def final_performance(episodes: pd.DataFrame, last_fraction: float = 0.1, reps: 
     every structure of that weight mode ran (`games` names them), so that no structure's aggregate
     rests on games another one never played; with fewer than two such games there is no such row.
     """
-    scores = run_scores(episodes, last_fraction).dropna(subset=["score"])
+    return performance_table(run_scores(episodes, last_fraction), reps, confidence, seed)
+
+
+def performance_table(scores: pd.DataFrame, reps: int = 2000, confidence: float = 0.95,
+                      seed: int = 0) -> pd.DataFrame:
+    """final_performance from run scores (run_scores, or eval_scores for greedy evaluations)."""
+    scores = scores.dropna(subset=["score"])
     games = scores["game"].unique()
     rows = []
     for game in games:
@@ -131,7 +197,13 @@ def probability_of_improvement(episodes: pd.DataFrame, last_fraction: float = 0.
     (ties count half: the Mann-Whitney U statistic over n*m), averaged over the games where
     both structures have runs.
     """
-    scores = run_scores(episodes, last_fraction).dropna(subset=["score"])
+    return improvement_table(run_scores(episodes, last_fraction), reps, confidence, seed)
+
+
+def improvement_table(scores: pd.DataFrame, reps: int = 2000, confidence: float = 0.95,
+                      seed: int = 0) -> pd.DataFrame:
+    """probability_of_improvement from run scores (run_scores, or eval_scores)."""
+    scores = scores.dropna(subset=["score"])
     rows = []
     for weights, mode in scores.groupby("weights", sort=True):
         runs = dict(tuple(mode.groupby("structure", sort=True)))
@@ -222,6 +294,10 @@ def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable[..., np.ndar
                                    method="percentile", vectorized=True, paired=False,
                                    rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    return values.mean(axis=axis)
 
 
 def _pooled_iqm(*strata: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -21,9 +21,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from minisparse.analysis import (NoRunsError, binned_returns, compare, final_performance,  # noqa: E402
-                                 find_runs, load_capacity, load_runs, load_train,
-                                 probability_of_improvement, rank_table, run_scores)
+from minisparse.analysis import (NoRunsError, binned_returns, compare, eval_scores, final_performance,  # noqa: E402
+                                 find_runs, load_capacity, load_eval, load_runs, load_train,
+                                 paired_differences, probability_of_improvement, rank_table, run_scores)
 from minisparse.analysis.command import compare as compare_command  # noqa: E402
 from minisparse.analysis.stats import REFERENCE_RETURNS, bootstrap_ci, iqm  # noqa: E402
 from minisparse.config import CHANNELS, Config  # noqa: E402
@@ -617,3 +617,49 @@ def test_all_games_rows_aggregate_only_the_games_every_structure_ran(tmp_path: P
     only_one_shared = final_performance(load_runs(tmp_path / "runs").query("structure != 'random' or game != 'breakout'"),
                                         reps=100)
     assert "all games" not in set(only_one_shared["game"])  # random shares asterix alone with conv
+
+
+def write_eval(run: Path, final: list[float], frames: tuple[int, ...] = (5000, 10_000)) -> None:
+    """eval.csv with len(final) episodes per evaluation; the last evaluation returns `final`."""
+    rows = [{"frame": frame, "episode": k + 1, "seed": 1_000_001 + k, "length": 50, "truncated": 0,
+             "return": value if frame == frames[-1] else 0.0}
+            for frame in frames for k, value in enumerate(final)]
+    pd.DataFrame(rows, columns=["frame", "episode", "seed", "return", "length", "truncated"]).to_csv(
+        run / "eval.csv", index=False)
+
+
+def test_greedy_evaluations_are_scored_compared_and_paired_by_seed(tmp_path: Path) -> None:
+    finals = {("conv", 0): [3, 5, 7], ("conv", 1): [5, 7, 9], ("random", 0): [1, 2, 3], ("random", 1): [3, 4, 5]}
+    for (structure, seed), final in finals.items():
+        write_eval(write_run(tmp_path / "runs", structure=structure, seed=seed, final=1.0), final)
+    evaluations = load_eval(tmp_path / "runs")
+    assert {"eval_seed", "seed"} <= set(evaluations.columns) and len(evaluations) == 4 * 2 * 3
+    scores = eval_scores(evaluations).set_index(["structure", "seed"])["score"]
+    assert scores.to_dict() == {("conv", 0): 5, ("conv", 1): 7, ("random", 0): 2, ("random", 1): 4}
+    paired = paired_differences(evaluations, reps=200).set_index(["x", "y"])
+    # Per evaluation seed, conv's mean over runs minus random's: 4-2, 6-3, 8-4.
+    assert paired.loc[("conv", "random"), "difference"] == pytest.approx(3.0)
+    assert paired.loc[("random", "conv"), "difference"] == pytest.approx(-3.0)
+    assert paired.loc[("conv", "random"), "seeds"] == 3
+    assert 2.0 <= paired.loc[("conv", "random"), "ci_low"] <= 3.0 <= paired.loc[("conv", "random"), "ci_high"] <= 4.0
+
+    result = compare(tmp_path / "runs", tmp_path / "out", reps=200)
+    performance = pd.read_csv(tmp_path / "out" / "eval_final_performance.csv").set_index("structure")
+    assert performance.loc["conv", "iqm"] == pytest.approx(6.0) and performance.loc["random", "iqm"] == pytest.approx(3.0)
+    improvement = result.tables["eval_probability_of_improvement"].set_index(["x", "y"])
+    assert improvement.loc[("conv", "random"), "probability"] == 1.0
+    for name in ("eval_learning_curves", "eval_final_performance"):
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000
+    assert result.tables["final_performance"].set_index("structure").loc["conv", "iqm"] == pytest.approx(1.0)
+
+
+def test_runs_without_evaluations_give_no_evaluation_view(study: Path, compared) -> None:
+    out, result = compared
+    assert not any(name.startswith("eval_") for name in result.tables)
+    assert load_eval(study).empty
+
+
+def test_normalised_scores_say_what_they_are_normalised_by(compared) -> None:
+    out, _ = compared
+    caption = (out / "final_performance.md").read_text().splitlines()[0]
+    assert "asterix 17, breakout 10" in caption and "best step size" in caption and "2.5e-4" in caption
