@@ -21,6 +21,8 @@ import torch
 
 from minisparse import rundir
 from minisparse.config import Config, ConfigError
+from minisparse.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
+from minisparse.diagnostics import layer_diagnostics, probe_batch
 from minisparse.env import NUM_ACTIONS, Game
 from minisparse.evaluate import evaluate
 from minisparse.network import build_network, layer_specs
@@ -123,6 +125,7 @@ class Agent:
         self.replay = Replay(config.replay_capacity, (self.game.channels, 10, 10))
         self.rng = np.random.default_rng(config.seed)
         self.counters = Counters()
+        self.probe: torch.Tensor | None = None  # the diagnostics' fixed states, drawn when learning starts
         self._statistics = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def step(self, observation: np.ndarray, on_learning_start: Callable[[], None] = lambda: None
@@ -176,14 +179,17 @@ class Agent:
         self._statistics.zero_()
 
     def begin_learning(self) -> None:
-        self.engine.begin_learning(self.replay.all_observations())
+        observations = self.replay.all_observations()
+        self.engine.begin_learning(observations)
         self.target.load_state_dict(self.q.state_dict())
+        self.probe = probe_batch(observations, self.config.seed)
 
     def state_dict(self) -> dict:
         counters = asdict(self.counters)
         return {"network": self.q.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
                 "engine": self.engine.state_dict(),
+                "probe": self.probe if self.probe is not None else torch.zeros(0, dtype=torch.bool),
                 "meta": json.dumps({"run": self.identity(), "counters": counters,
                                     "rng": self.rng.bit_generator.state, "game": self.game.get_state()})}
 
@@ -197,6 +203,11 @@ class Agent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.replay.load_state_dict(state["replay"])
         self.engine.load_state_dict(state["engine"])
+        probe = state.get("probe")  # checkpoints before diagnostics have none: drawn again from the replay
+        if probe is not None and len(probe):
+            self.probe = probe
+        elif len(self.replay):
+            self.probe = probe_batch(self.replay.all_observations(), self.config.seed)
         meta = json.loads(state["meta"])
         self.counters = Counters(**meta["counters"])
         self.rng.bit_generator.state = meta["rng"]
@@ -327,8 +338,9 @@ def _log(agent: Agent, path: Path, frames_per_s: float) -> None:
         changed = engine.take_changed()
         density = engine.density()
         row = [c.frame, c.updates, c.loss_sum / updates, c.q_sum / updates, round(frames_per_s, 1)]
+        measured = layer_diagnostics(agent.q, agent.probe, list(engine.specs), engine.survival)
         for name in engine.specs:
-            row += [density[name], changed[name]]
+            row += [density[name], changed[name], *(measured[name][column] for column in DIAGNOSTIC_COLUMNS)]
         c.train_rows.append(row)
         c.loss_sum = c.q_sum = 0.0
         c.logged_updates = c.updates
@@ -345,7 +357,7 @@ def _write_tables(agent: Agent, path: Path) -> None:
     c = agent.counters
     columns = ["frame", "updates", "loss", "mean_q", "frames_per_s"]
     for name in agent.engine.specs:
-        columns += [f"density_{name}", f"changed_{name}"]
+        columns += [f"density_{name}", f"changed_{name}", *(f"{column}_{name}" for column in DIAGNOSTIC_COLUMNS)]
     rundir.write_csv(path / rundir.EPISODES, rundir.EPISODE_COLUMNS, c.episode_rows)
     rundir.write_csv(path / rundir.TRAIN, columns, c.train_rows)
     if agent.config.eval_interval:

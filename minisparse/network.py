@@ -22,10 +22,10 @@ class QNetwork(nn.Module):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         x = observations.flatten(1).float()
-        x = self._act(self.structured(x))
-        return self.head(self._act(self.hidden(x)))
+        x = self.activate(self.structured(x))
+        return self.head(self.activate(self.hidden(x)))
 
-    def _act(self, x: torch.Tensor) -> torch.Tensor:
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation == "leaky_relu":
             return F.leaky_relu(x, self.leaky_slope)
         return F.relu(x)

@@ -23,6 +23,8 @@ class SparsityEngine:
         self.step = 0
         self.topology_changes = 0
         self.changed = {name: 0 for name in specs}
+        self.grown: dict[str, torch.Tensor] = {}      # connections the latest topology update grew
+        self.survival: dict[str, float] = {}          # share of the previous update's growth it kept
         self.optimizer: torch.optim.Optimizer | None = None
         self.target: nn.Module | None = None
         self._signals: dict[str, Signals] = {}
@@ -136,6 +138,11 @@ class SparsityEngine:
         count = int(changed.sum())
         if count == 0:
             return
+        grown = new_mask & ~layer.mask
+        if name in self.grown and self.grown[name].any():
+            previous = self.grown[name]
+            self.survival[name] = float((previous & new_mask).sum() / previous.sum())
+        self.grown[name] = grown.cpu()
         layer.mask.copy_(new_mask)
         if layer.weight.requires_grad:
             if layer.score is None:  # dropped go to zero; grown were zero, so they start at zero
@@ -162,13 +169,15 @@ class SparsityEngine:
 
     def state_dict(self) -> dict:
         return {"step": self.step, "topology_changes": self.topology_changes, "changed": dict(self.changed),
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(), "grown": dict(self.grown), "survival": dict(self.survival)}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.topology_changes = int(state["topology_changes"])
         self.changed = {name: int(v) for name, v in state["changed"].items()}
         self.generator.set_state(state["generator"])
+        self.grown = dict(state.get("grown", {}))  # checkpoints before diagnostics hold neither
+        self.survival = {name: float(v) for name, v in state.get("survival", {}).items()}
         self._use_backends()
 
 

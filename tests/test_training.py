@@ -34,7 +34,10 @@ def test_run_directory_says_everything(tiny_run):
     assert eps["epsilon"].iloc[0] == 1.0 and eps["epsilon"].iloc[-1] == pytest.approx(0.1)
     train = pd.read_csv(tiny_run / "train.csv")
     assert list(train.columns) == ["frame", "updates", "loss", "mean_q", "frames_per_s",
-                                   "density_structured", "changed_structured"]
+                                   "density_structured", "changed_structured", "dormant_structured",
+                                   "unwired_structured", "srank_structured", "weight_structured",
+                                   "survival_structured"]
+    assert (train["unwired_structured"] == 0).all() and train["survival_structured"].isna().all()  # static
     assert train["frame"].tolist() == [1000, 1500, 2000, 2500, 3000]
     assert train["updates"].iloc[-1] == 2500 and np.isfinite(train["loss"]).all()
     assert (train["density_structured"] == 0.09).all()
@@ -88,6 +91,8 @@ def assert_same_results(run, uninterrupted):
     evaluations = pd.read_csv(run / "eval.csv")
     assert len(evaluations) == 10 * 10  # ten evaluations of ten episodes (TINY: 3000 frames)
     pd.testing.assert_frame_equal(evaluations, pd.read_csv(uninterrupted / "eval.csv"))
+    train, whole = (pd.read_csv(r / "train.csv").drop(columns="frames_per_s") for r in (run, uninterrupted))
+    pd.testing.assert_frame_equal(train, whole)  # loss, mean Q and the diagnostics on the same probe batch
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
