@@ -21,7 +21,7 @@ _EXPORTS = {
     ".pictures": ("draw_mask", "draw_run_masks"),
     ".stats": ("binned", "binned_returns", "eval_curves", "eval_scores", "final_performance", "improvement_table",
                "iqm", "paired_differences", "performance_table", "probability_of_improvement", "rank_table",
-               "run_scores"),
+               "run_scores", "sensitivity", "varied_settings"),
     ".capacity": ("capacity_table", "capacity_warning"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from .load import BrokenRunWarning, NoRunsError, find_runs, load_capacity, load_eval, load_runs, load_train
     from .pictures import draw_mask, draw_run_masks
     from .stats import (binned, binned_returns, eval_curves, eval_scores, final_performance, improvement_table, iqm,
-                        paired_differences, performance_table, probability_of_improvement, rank_table, run_scores)
+                        paired_differences, performance_table, probability_of_improvement, rank_table, run_scores,
+                        sensitivity, varied_settings)
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ from .load import (BrokenRunWarning, NoRunsError, Paths, Run, find_runs, load_ca
 from .pictures import draw_run_masks
 from .stats import (ALL_GAMES, binned, binned_returns, eval_curves, eval_scores, final_performance,
                     improvement_table, normalisation_note, paired_differences, performance_table,
-                    probability_of_improvement, rank_table, run_scores)
+                    probability_of_improvement, rank_table, run_scores, sensitivity, varied_settings)
 from .tables import write_table
 
 T = TypeVar("T")
@@ -96,6 +96,13 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         table("ranks", ranks, "Rank of each structure's final performance (1 = best) under fixed "
               "and learned weights; rank_change = fixed rank - learned rank")
         figure("fixed_vs_learned", lambda: figures.interaction(ranks, style, figure_warning))
+
+    for setting in varied_settings(episodes):
+        name = setting.removeprefix("option.")
+        curve = sensitivity(episodes, setting, last_fraction, reps, seed=seed)
+        table(f"sensitivity_{name}", curve, f"Final performance against {name}: IQM of run scores (mean return "
+              f"over the last {last_fraction:.0%} of frames) with 95% bootstrap CIs")
+        figure(f"sensitivity_{name}", lambda: figures.sensitivity(curve, name, last_fraction, figure_warning))
 
     evaluations, broken_eval = _caught(lambda: load_eval(runs))
     result.warnings += [f"{warning} (its eval.csv only)" for warning in broken_eval]

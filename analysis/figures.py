@@ -244,6 +244,34 @@ def interaction(ranks: pd.DataFrame, style: Style, warning: str | None) -> Figur
     return fig
 
 
+def sensitivity(table: pd.DataFrame, setting: str, last_fraction: float, warning: str | None) -> Figure:
+    """Final performance against a varied setting, one panel per game: a line per structure (colour)
+    and weight mode (solid learned, dashed fixed), 95% bootstrap CIs; as MinAtar's sensitivity plots."""
+    games = list(dict.fromkeys(table["game"]))
+    fig, axes = _panels(len(games), 4.5, 3.6)
+    colours = structure_palette(table["structure"])
+    labels = short_labels(table["structure"])
+    for ax, game in zip(axes, games):
+        for (structure, weights), line in table[table["game"] == game].groupby(["structure", "weights"]):
+            line = line.sort_values(setting)
+            ax.errorbar(line[setting], line["iqm"], yerr=np.nan_to_num([line["iqm"] - line["ci_low"], line["ci_high"] - line["iqm"]]),
+                        marker="o", capsize=3, color=colours[structure], ls="--" if weights == "fixed" else "-",
+                        label=f"{labels[structure]}, {weights}")
+        values = table[setting]
+        if values.min() > 0 and values.max() / values.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(setting)
+        ax.set_ylabel(f"IQM of {RETURN}\n(last {last_fraction:.0%} of frames)")
+        ax.set_title(game, fontsize="medium")
+        ax.grid(alpha=0.3)
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), title="structure, weights\n(dashed: fixed)", loc="outside right center")
+    _title(fig, f"Sensitivity to {setting}: final performance (IQM over runs, 95% bootstrap CI)", warning)
+    key = "\n".join(f"{labels[name]} = {name}" for name in structure_order(table["structure"]) if labels[name] != name)
+    _caption(fig, key)
+    return fig
+
+
 def connectivity(train: pd.DataFrame, style: Style) -> Figure:
     """Density and connections changed per log interval over training, per layer and game.
 

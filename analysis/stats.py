@@ -67,6 +67,36 @@ def variants(frame: pd.DataFrame) -> pd.Series:
     return frame["path"].map(labels).rename("structure")
 
 
+def varied_settings(frame: pd.DataFrame) -> list[str]:
+    """The numeric settings (config keys and structure options) that take several values among the
+    runs of one structure: a study's `[vary]` axes, such as lr, sparsity or leaky_slope."""
+    runs = frame.drop_duplicates("path")
+    keys = [c for c in runs.columns if c in _VARIANT_KEYS or c.startswith("option.")]
+    varied = []
+    for key in keys:
+        values = pd.to_numeric(runs[key], errors="coerce")
+        if runs[key].notna().all() and values.notna().all() and not runs[key].map(type).eq(bool).any() \
+                and values.groupby(runs["structure"]).nunique().max() > 1:
+            varied.append(key)
+    return varied
+
+
+def sensitivity(episodes: pd.DataFrame, setting: str, last_fraction: float = 0.1, reps: int = 2000,
+                confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Final performance against one varied setting: the IQM of run scores with bootstrap CIs per game,
+    weight mode, structure (with the other settings that set its runs apart) and value of `setting`."""
+    values = episodes.drop_duplicates("path").set_index("path")[setting].astype(float)
+    scores = run_scores(episodes.drop(columns=setting), last_fraction)  # labelled by the other settings
+    scores = scores.dropna(subset=["score"]).assign(value=scores["path"].map(values))
+    rows = []
+    for (game, weights, structure, value), group in scores.groupby(["game", "weights", "structure", "value"]):
+        values = group["score"].to_numpy(float)
+        low, high = bootstrap_ci([values], iqm, reps, confidence, seed)
+        rows.append({"game": game, "weights": weights, "structure": structure, setting.removeprefix("option."): value,
+                     "runs": len(values), "iqm": float(iqm(values)), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)
+
+
 def run_scores(episodes: pd.DataFrame, last_fraction: float = 0.1) -> pd.DataFrame:
     """One row per run: mean return of the episodes that end in the last part of its frames.
 

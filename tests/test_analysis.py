@@ -23,7 +23,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from minisparse.analysis import (NoRunsError, binned_returns, compare, eval_scores, final_performance,  # noqa: E402
                                  find_runs, load_capacity, load_eval, load_runs, load_train,
-                                 paired_differences, probability_of_improvement, rank_table, run_scores)
+                                 paired_differences, probability_of_improvement, rank_table, run_scores,
+                                 sensitivity, varied_settings)
 from minisparse.analysis.command import compare as compare_command  # noqa: E402
 from minisparse.analysis.stats import REFERENCE_RETURNS, bootstrap_ci, iqm  # noqa: E402
 from minisparse.config import CHANNELS, Config  # noqa: E402
@@ -663,3 +664,22 @@ def test_normalised_scores_say_what_they_are_normalised_by(compared) -> None:
     out, _ = compared
     caption = (out / "final_performance.md").read_text().splitlines()[0]
     assert "asterix 17, breakout 10" in caption and "best step size" in caption and "2.5e-4" in caption
+
+
+def test_a_varied_setting_gets_a_sensitivity_curve_per_structure_and_weight_mode(tmp_path: Path) -> None:
+    for lr, seed, structure in itertools.product((1e-4, 1e-3, 1e-2), (0, 1), ("conv", "random")):
+        final = {1e-4: 1.0, 1e-3: 3.0, 1e-2: 2.0}[lr] + seed + (structure == "random")
+        write_run(tmp_path / "runs", structure=structure, seed=seed, final=final, lr=lr)
+    episodes = load_runs(tmp_path / "runs")
+    assert varied_settings(episodes) == ["lr"]
+    curve = sensitivity(episodes, "lr", reps=200).set_index(["structure", "lr"])
+    assert curve.loc[("conv", 1e-3), "iqm"] == pytest.approx(3.5)  # seeds score 3 and 4
+    assert curve.loc[("random", 1e-2), "iqm"] == pytest.approx(3.5) and curve.loc[("random", 1e-4), "runs"] == 2
+    result = compare(tmp_path / "runs", tmp_path / "out", reps=200)
+    assert len(result.tables["sensitivity_lr"]) == 6
+    assert (tmp_path / "out" / "sensitivity_lr.png").stat().st_size > 10_000
+
+
+def test_no_sensitivity_curve_without_a_varied_setting(compared) -> None:
+    out, result = compared
+    assert not any(name.startswith("sensitivity_") for name in result.tables)
