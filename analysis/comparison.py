@@ -19,6 +19,7 @@ from .stats import (ALL_GAMES, binned, binned_returns, eval_curves, eval_scores,
                     improvement_table, normalisation_note, paired_differences, performance_table,
                     probability_of_improvement, rank_table, run_scores, sensitivity, varied_settings)
 from .tables import write_table
+from .topology import topology_tables
 
 T = TypeVar("T")
 
@@ -119,10 +120,34 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         columns = [c for c in logged.columns if c.startswith(("density_", "changed_"))]
         figure("connectivity", lambda: figures.connectivity(binned(logged, columns, bins), style))
     by_path = {run_path(run): run for run in runs}
+    _compare_topology(topology_tables(runs, scores), style, table, figure)
     for run in _one_run_each(scores[scores["path"].isin(changing)], by_path):
         if (run / "masks" / "start.npz").is_file():
             result.files.extend(draw_run_masks(run, out / "masks"))
     return result
+
+
+def _compare_topology(tables: dict[str, pd.DataFrame], style: figures.Style,
+                      table: Callable[[str, pd.DataFrame, str], None],
+                      figure: Callable[[str, Callable[[], Figure]], None]) -> None:
+    """Channel shares, spatial overlap and seed agreement of the end masks (analysis.topology)."""
+    share, overlap, agreement = tables["channel_share"], tables["spatial_overlap"], tables["mask_agreement"]
+    if not share.empty:
+        table("channel_share", share, "Each input channel's share of the structured layer's final connections "
+              "(mean over seeds) beside 1/C, the share a channel-blind structure gives it")
+        figure("channel_share", lambda: figures.channel_share(share, style))
+    if not overlap.empty:
+        table("spatial_overlap", overlap, "Share of each unit's final connections inside its best 3x3 window "
+              "(all channels), mean over units, then over seeds (min and max over seeds); conv and local: 1")
+        figure("spatial_overlap", lambda: figures.topology_dots(
+            overlap, "overlap", "overlap_min", "overlap_max", "share of a unit's connections in its best 3x3 window",
+            "How spatial the final structure is: mean over units, range over seeds", style))
+    if not agreement.empty:
+        table("mask_agreement", agreement, "Jaccard similarity of the final masks of every two seeds of a cell "
+              "(mean, min and max over pairs)")
+        figure("mask_agreement", lambda: figures.topology_dots(
+            agreement, "jaccard", "jaccard_min", "jaccard_max", "Jaccard similarity of two seeds' final masks",
+            "Do seeds agree on a structure? Mean Jaccard over pairs of seeds, range over pairs", style))
 
 
 def _compare_evaluations(evaluations: pd.DataFrame, style: figures.Style, warning: str | None,

@@ -272,6 +272,62 @@ def sensitivity(table: pd.DataFrame, setting: str, last_fraction: float, warning
     return fig
 
 
+def channel_share(table: pd.DataFrame, style: Style) -> Figure:
+    """Each channel's share of the final connections per structure (bars), beside 1/C (dashed):
+    one panel per game and weight mode."""
+    panels = [(game, mode) for game in dict.fromkeys(table["game"]) for mode in _modes(table)
+              if ((table["game"] == game) & (table["weights"] == mode)).any()]
+    fig, axes = _panels(len(panels), 5.0, 3.4)
+    for ax, (game, mode) in zip(axes, panels):
+        panel = table[(table["game"] == game) & (table["weights"] == mode)]
+        channels = list(dict.fromkeys(panel["channel"]))
+        structures = structure_order(panel["structure"])
+        width = 0.8 / len(structures)
+        for i, structure in enumerate(structures):
+            shares = panel[panel["structure"] == structure].set_index("channel").reindex(channels)["share"]
+            ax.bar(np.arange(len(channels)) + (i - (len(structures) - 1) / 2) * width, shares, width,
+                   color=style.colours[structure], label=style.labels[structure])
+        ax.axhline(panel["uniform"].iloc[0], color="black", ls="--", lw=1, label="1/C (channel-blind)")
+        ax.set_xticks(range(len(channels)), channels, rotation=30, ha="right")
+        ax.set_ylabel("share of final connections")
+        ax.set_title(f"{game}, {mode} weights", fontsize="medium")
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), title="structure", loc="outside right center")
+    _title(fig, "Which objects the structured layer reads: each input channel's share of the final "
+                "connections (mean over seeds)", None)
+    _caption(fig, style.key(table["structure"]))
+    return fig
+
+
+def topology_dots(table: pd.DataFrame, value: str, low: str, high: str, xlabel: str, title: str,
+                  style: Style) -> Figure:
+    """A per-structure measure (mean, range over seeds or seed pairs), one panel per game, weight
+    modes side by side in their colours: spatial overlap, mask agreement."""
+    games = list(dict.fromkeys(table["game"]))
+    order = structure_order(table["structure"])
+    fig, axes = _panels(len(games), 4.2, 0.45 * len(order) + 1.6, sharey=True)
+    for ax, game in zip(axes, games):
+        panel = table[table["game"] == game]
+        modes = _modes(panel)
+        offsets = (np.arange(len(modes)) - (len(modes) - 1) / 2) * 0.3 / max(1, len(modes) - 1)
+        for offset, mode in zip(offsets, modes):
+            rows = panel[panel["weights"] == mode].set_index("structure").reindex(order)
+            rows = rows.assign(y=np.arange(len(order)) + offset).dropna(subset=[value])
+            ax.errorbar(rows[value], rows["y"], xerr=np.nan_to_num([rows[value] - rows[low], rows[high] - rows[value]]),
+                        fmt="o", capsize=3, color=mode_colours().get(mode, "grey"), label=f"{mode} weights")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_title(game, fontsize="medium")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(order)), [style.labels[name] for name in order])
+    axes[0].set_ylim(len(order) - 0.5, -0.5)
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), title="weight mode", loc="outside right center")
+    _title(fig, title, None)
+    _caption(fig, style.key(order))
+    return fig
+
+
 def connectivity(train: pd.DataFrame, style: Style) -> Figure:
     """Density and connections changed per log interval over training, per layer and game.
 

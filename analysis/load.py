@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Union
 
+import numpy as np
 import pandas as pd
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -109,6 +110,14 @@ def is_export(path: Path) -> bool:
 def run_path(run: Run) -> str:
     """How tables name a run's location: its folder, or <export>/<folder in it>."""
     return str(run).rstrip("/")
+
+
+def load_mask(file: Run) -> np.ndarray:
+    """The structured layer's connectivity in a masks/*.npz file: (units, C*100) booleans."""
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist (masks are written when a run starts)")
+    with np.load(io.BytesIO(file.read_bytes()), allow_pickle=False) as masks:
+        return masks["structured"].astype(bool)
 
 
 def mask_snapshots(run: Run) -> list[Run]:

@@ -7,7 +7,6 @@ many units read each input pixel, so locality, coverage and holes are visible at
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile
@@ -18,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.patches import Rectangle
 
-from .load import Run, mask_snapshots
+from .load import Run, load_mask, mask_snapshots
 
 GRID = (16, 8, 8)  # filters, rows, columns of the hidden units (MinAtar's 3x3 valid conv)
 GRID_UNITS = 16 * 8 * 8
@@ -49,14 +48,14 @@ def draw_run_masks(run_dir: str | os.PathLike[str] | zipfile.Path, out_dir: str 
     """
     run_dir = run_dir if isinstance(run_dir, zipfile.Path) else Path(run_dir)
     out_dir = Path(out_dir)
-    start = _load(run_dir / "masks" / "start.npz")
+    start = load_mask(run_dir / "masks" / "start.npz")
     channels = start.shape[-1] // 100
     start = _checked(start, channels)
     end_file, end_name = _end_file(run_dir)
     units = default_units(start.shape[0])
     panels = [(start, f"start: {start.sum():,} connections")]
     if end_file is not None:
-        end = _checked(_load(end_file), channels)
+        end = _checked(load_mask(end_file), channels)
         added, removed = int((end & ~start).sum()), int((start & ~end).sum())
         panels.append((end, f"{end_name}: {end.sum():,} connections\n"
                             f"(net change from start: {added:,} added, {removed:,} removed)"))
@@ -143,13 +142,6 @@ def _end_file(run_dir: Run) -> tuple[Run | None, str]:
         frame = snapshots[-1].name.removeprefix("frame_").removesuffix(".npz")
         return snapshots[-1], f"frame {frame} (run unfinished)"
     return None, ""
-
-
-def _load(file: Run) -> np.ndarray:
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist (masks are written when a run starts)")
-    with np.load(io.BytesIO(file.read_bytes()), allow_pickle=False) as masks:
-        return masks["structured"].astype(bool)
 
 
 def _checked(mask: np.ndarray, channels: int) -> np.ndarray:
