@@ -127,27 +127,33 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     return result
 
 
+# The per-structure topology measures: table, its column, caption, axis label and figure title.
+_TOPOLOGY_DOTS = (
+    ("spatial_overlap", "overlap", "Share of each unit's final connections inside its best 3x3 window (all "
+     "channels), mean over units, then over seeds (min and max over seeds); conv and local: 1",
+     "share of a unit's connections in its best 3x3 window",
+     "How spatial the final structure is: mean over units, range over seeds"),
+    ("mask_agreement", "jaccard", "Jaccard similarity of the final masks of every two seeds of a cell "
+     "(mean, min and max over pairs)", "Jaccard similarity of two seeds' final masks",
+     "Do seeds agree on a structure? Mean Jaccard over pairs of seeds, range over pairs"),
+)
+
+
 def _compare_topology(tables: dict[str, pd.DataFrame], style: figures.Style,
                       table: Callable[[str, pd.DataFrame, str], None],
                       figure: Callable[[str, Callable[[], Figure]], None]) -> None:
     """Channel shares, spatial overlap and seed agreement of the end masks (analysis.topology)."""
-    share, overlap, agreement = tables["channel_share"], tables["spatial_overlap"], tables["mask_agreement"]
+    share = tables["channel_share"]
     if not share.empty:
         table("channel_share", share, "Each input channel's share of the structured layer's final connections "
               "(mean over seeds) beside 1/C, the share a channel-blind structure gives it")
         figure("channel_share", lambda: figures.channel_share(share, style))
-    if not overlap.empty:
-        table("spatial_overlap", overlap, "Share of each unit's final connections inside its best 3x3 window "
-              "(all channels), mean over units, then over seeds (min and max over seeds); conv and local: 1")
-        figure("spatial_overlap", lambda: figures.topology_dots(
-            overlap, "overlap", "overlap_min", "overlap_max", "share of a unit's connections in its best 3x3 window",
-            "How spatial the final structure is: mean over units, range over seeds", style))
-    if not agreement.empty:
-        table("mask_agreement", agreement, "Jaccard similarity of the final masks of every two seeds of a cell "
-              "(mean, min and max over pairs)")
-        figure("mask_agreement", lambda: figures.topology_dots(
-            agreement, "jaccard", "jaccard_min", "jaccard_max", "Jaccard similarity of two seeds' final masks",
-            "Do seeds agree on a structure? Mean Jaccard over pairs of seeds, range over pairs", style))
+    for name, value, caption, label, title in _TOPOLOGY_DOTS:
+        measured = tables[name]
+        if not measured.empty:
+            table(name, measured, caption)
+            figure(name, lambda: figures.topology_dots(measured, value, f"{value}_min", f"{value}_max", label,
+                                                       title, style))
 
 
 def _compare_evaluations(evaluations: pd.DataFrame, style: figures.Style, warning: str | None,
