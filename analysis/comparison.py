@@ -117,8 +117,12 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     logged = logged.assign(structure=logged["path"].map(scores.set_index("path")["structure"]))
     logged = logged.dropna(subset=["structure"])  # runs without episodes have no label
     if not logged.empty:
-        columns = [c for c in logged.columns if c.startswith(("density_", "changed_"))]
+        columns = [c for c in logged.columns if c.startswith(figures.CONNECTIVITY)]
         figure("connectivity", lambda: figures.connectivity(binned(logged, columns, bins), style))
+    measured = train.assign(structure=train["path"].map(scores.set_index("path")["structure"])).dropna(subset=["structure"])
+    columns = [c for c in measured.columns if c.startswith(figures.DIAGNOSTICS)]
+    if columns and measured[columns].notna().any().any():
+        figure("diagnostics", lambda: figures.diagnostics(binned(measured, columns, bins), style))
     by_path = {run_path(run): run for run in runs}
     _compare_topology(topology_tables(runs, scores), style, table, figure)
     for run in _one_run_each(scores[scores["path"].isin(changing)], by_path):

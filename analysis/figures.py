@@ -328,12 +328,27 @@ def topology_dots(table: pd.DataFrame, value: str, low: str, high: str, xlabel: 
     return fig
 
 
+CONNECTIVITY = ("density_", "changed_")
+DIAGNOSTICS = ("dormant_", "unwired_", "srank_", "weight_", "survival_")
+
+
 def connectivity(train: pd.DataFrame, style: Style) -> Figure:
-    """Density and connections changed per log interval over training, per layer and game.
+    """Density and connections changed per log interval over training, per layer and game."""
+    return over_training(train, CONNECTIVITY, style, "Connectivity over training")
+
+
+def diagnostics(train: pd.DataFrame, style: Style) -> Figure:
+    """Dormant units, units without input, effective rank, mean |weight| and survival of growth over
+    training, per layer and game."""
+    return over_training(train, DIAGNOSTICS, style, "Diagnostics on a fixed probe batch over training")
+
+
+def over_training(train: pd.DataFrame, prefixes: tuple[str, ...], style: Style, title: str) -> Figure:
+    """The train.csv columns starting with `prefixes`, a row of panels each, per game.
 
     `train` holds train.csv columns per run and frame bin (stats.binned).
     """
-    columns = [c for c in train.columns if c.startswith(("density_", "changed_"))]
+    columns = [c for prefix in prefixes for c in train.columns if c.startswith(prefix)]
     long = train.melt(id_vars=["game", "weights", "structure", "path", "frame"], value_vars=columns,
                       var_name="quantity", value_name="value").dropna(subset=["value"])
     long["quantity"] = long["quantity"].map(_quantity_label)
@@ -349,7 +364,7 @@ def connectivity(train: pd.DataFrame, style: Style) -> Figure:
     _frames_axis(grid.axes.flat)
     for ax, quantity in zip(grid.axes[:, 0], grid.row_names):
         ax.set_ylabel(quantity)
-    _title(grid.figure, f"Connectivity over training: mean across seeds ({seeds_note(seeds)})", None)
+    _title(grid.figure, f"{title}: mean across seeds ({seeds_note(seeds)})", None)
     _caption(grid.figure, style.key(shown))
     return grid.figure
 
@@ -392,10 +407,18 @@ def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return values.mean(axis=axis)
 
 
+QUANTITIES = {"density": "density of the {} layer",
+              "changed": "connections changed\nin the {} layer\n(per log interval)",
+              "dormant": "dormant share of\nthe {} layer's units\n(tau 0.025)",
+              "unwired": "units of the {} layer\nwithout input",
+              "srank": "effective rank of\nthe {} features",
+              "weight": "mean |weight| of the\n{} connections",
+              "survival": "share of the {} layer's\nlast growth surviving\nthe next update"}
+
+
 def _quantity_label(column: str) -> str:
     kind, layer = column.split("_", 1)
-    return (f"density of the {layer} layer" if kind == "density"
-            else f"connections changed\nin the {layer} layer\n(per log interval)")
+    return QUANTITIES[kind].format(layer)
 
 
 def _modes(frame: pd.DataFrame) -> Sequence[str]:
