@@ -66,6 +66,8 @@ HELP = {
     "threads": "Torch CPU threads.",
     "checkpoint_every": "Frames between checkpoints (one is also written on SIGINT/SIGTERM).",
     "log_every": "Frames between progress lines and train.csv rows.",
+    "tensorboard": 'Also log returns, evaluations, train.csv columns and diagnostics as TensorBoard scalars '
+                   'under the run directory (pip install "minisparse[tensorboard]").',
 }
 CHOICES = {"game": GAMES, "weights": WEIGHT_MODES, "activation": ACTIVATIONS, "optimizer": OPTIMIZERS,
            "device": DEVICES, "backend": BACKENDS, "distribution": DISTRIBUTIONS}
@@ -122,7 +124,7 @@ RUN_SECTIONS = {
                             "mask_optimizer_state"),
     "Evaluation": ("eval_every", "eval_episodes", "eval_epsilon"),
     "Execution": ("device", "backend", "threads"),
-    "Output": ("out", "resume", "checkpoint_every", "log_every", "help"),
+    "Output": ("out", "resume", "checkpoint_every", "log_every", "tensorboard", "help"),
 }
 
 

@@ -91,6 +91,7 @@ class Config:
     threads: int = 1
     checkpoint_every: int = 100_000
     log_every: int = 10_000
+    tensorboard: bool = False
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the bad value and the valid choices."""
@@ -240,7 +241,7 @@ class Config:
 
 # Settings that change how a run executes, not what it computes: results agree to float
 # rounding, so runs that differ only in these are one experiment (one run folder, one variant).
-EXECUTION_KEYS = frozenset({"device", "backend", "threads", "checkpoint_every", "log_every"})
+EXECUTION_KEYS = frozenset({"device", "backend", "threads", "checkpoint_every", "log_every", "tensorboard"})
 # Settings of the greedy evaluation: they change eval.csv (so the run's folder) but not training,
 # so runs that differ only in these are one variant of a structure.
 EVALUATION_KEYS = frozenset({"eval_every", "eval_episodes", "eval_epsilon"})

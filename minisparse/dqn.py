@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from minisparse import rundir
+from minisparse.board import Board
 from minisparse.config import Config, ConfigError
 from minisparse.diagnostics import COLUMNS as DIAGNOSTIC_COLUMNS
 from minisparse.diagnostics import layer_diagnostics, probe_batch
@@ -280,6 +281,8 @@ def train(agent: Agent, path: Path) -> None:
 
 def _train_to_end(agent: Agent, path: Path, progress: Progress) -> None:
     config, c = agent.config, agent.counters
+    board = Board(path, c.frame, (len(c.episode_rows), len(c.train_rows), len(c.eval_rows))) \
+        if config.tensorboard else None
     clock = _Clock(c.seconds)
     log_time, log_frame = time.monotonic(), c.frame
     observation = agent.game.observation()
@@ -303,14 +306,14 @@ def _train_to_end(agent: Agent, path: Path, progress: Progress) -> None:
                 c.eval_rows += [[c.frame, *row] for row in evaluate(config, agent.td.greedy)]
             if c.frame % config.log_every == 0 or c.frame == config.frames:
                 now = time.monotonic()
-                _log(agent, path, (c.frame - log_frame) / max(now - log_time, 1e-9))
+                _log(agent, path, (c.frame - log_frame) / max(now - log_time, 1e-9), board)
                 log_time, log_frame = now, c.frame
             if c.frame % config.checkpoint_every == 0 or stop.signum is not None:
                 c.seconds = clock.seconds()
-                _checkpoint(agent, path)
+                _checkpoint(agent, path, board)
                 if stop.signum is not None:
                     raise Interrupted(stop.signum, path)
-    _finish(agent, path, clock.seconds())
+    _finish(agent, path, clock.seconds(), board)
 
 
 class _Clock:
@@ -323,13 +326,13 @@ class _Clock:
         return self.earlier + time.monotonic() - self.started
 
 
-def _checkpoint(agent: Agent, path: Path) -> None:
+def _checkpoint(agent: Agent, path: Path, board: Board | None) -> None:
     agent.fold_statistics()
-    _write_tables(agent, path)
+    _write_tables(agent, path, board)
     rundir.save_torch(path / rundir.CHECKPOINT, agent.state_dict())
 
 
-def _log(agent: Agent, path: Path, frames_per_s: float) -> None:
+def _log(agent: Agent, path: Path, frames_per_s: float, board: Board | None) -> None:
     """A train.csv row (once learning started), a bounded mask snapshot, and fresh CSV files."""
     c, engine = agent.counters, agent.engine
     agent.fold_statistics()
@@ -350,10 +353,10 @@ def _log(agent: Agent, path: Path, frames_per_s: float) -> None:
             rundir.write_masks(path / "masks" / f"frame_{c.frame}.npz", engine.masks())
             c.snapshots += 1
             c.snapshot_topology = engine.topology_changes
-    _write_tables(agent, path)
+    _write_tables(agent, path, board)
 
 
-def _write_tables(agent: Agent, path: Path) -> None:
+def _write_tables(agent: Agent, path: Path, board: Board | None) -> None:
     c = agent.counters
     columns = ["frame", "updates", "loss", "mean_q", "frames_per_s"]
     for name in agent.engine.specs:
@@ -362,11 +365,15 @@ def _write_tables(agent: Agent, path: Path) -> None:
     rundir.write_csv(path / rundir.TRAIN, columns, c.train_rows)
     if agent.config.eval_interval:
         rundir.write_csv(path / rundir.EVAL, rundir.EVAL_COLUMNS, c.eval_rows)
+    if board is not None:
+        board.write(c.episode_rows, columns, c.train_rows, c.eval_rows)
 
 
-def _finish(agent: Agent, path: Path, seconds: float) -> None:
+def _finish(agent: Agent, path: Path, seconds: float, board: Board | None) -> None:
     c = agent.counters
-    _write_tables(agent, path)
+    _write_tables(agent, path, board)
+    if board is not None:
+        board.close()
     rundir.write_masks(path / "masks" / "end.npz", agent.engine.masks())
     rundir.save_torch(path / rundir.MODEL, agent.q.state_dict())
     rundir.write_json(path / rundir.COMPLETE, {"frames": c.frame, "episodes": c.episodes,
