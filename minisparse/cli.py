@@ -18,7 +18,7 @@ from minisparse.outputs import check_output_file, check_output_root
 from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.sweep import sweep
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
-                               ConfigError, builtin_structures, check_structure_name)
+                               ConfigError, builtin_structures, check_structure)
 
 HELP = {
     "game": "MinAtar game.",
@@ -209,10 +209,10 @@ def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = 
     if fields.get("plugins") is not None:
         fields["plugins"] = str(Path(fields["plugins"]).resolve())
     Config(**fields).check_settings()
-    structure = fields.get("structure", Config.structure)
-    check_structure_name(structure, fields.get("plugins"))
+    structure, given = fields.get("structure", Config.structure), parse_structure_options(option_pairs)
+    check_structure(structure, given, fields.get("plugins"))
     from minisparse.structure import typed_options  # torch: only once the settings are sound
-    options = typed_options(structure, parse_structure_options(option_pairs), fields.get("plugins"))
+    options = typed_options(structure, given, fields.get("plugins"))
     return Config(**fields, structure_options=options).validate()
 
 

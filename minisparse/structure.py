@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from minisparse.config import STRUCTURE_ENTRY_POINTS, ConfigError
+from minisparse.config import STRUCTURE_ENTRY_POINTS, ConfigError, coerce_options
 from minisparse.layers import MaskedLinear
 
 
@@ -166,16 +166,7 @@ def typed_options(name: str, options: dict[str, Any], plugins: str | None = None
     """Options converted to the types of the structure's fields, so `-o per_unit=false` on the
     command line and `per_unit = false` in a study file give the same config (and run folder)."""
     cls = structure_class(name, plugins)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    for key in options:
-        if key not in fields:
-            valid = ", ".join(sorted(fields)) or "none"
-            raise ConfigError(f"unknown option {key!r} for structure {name}; valid options: {valid}")
-    typed = {key: _coerce(name, key, value, getattr(cls, key, None)) for key, value in options.items()}
-    for key, value in typed.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"option {key}={value} of structure {name} must be a finite number")
-    return typed
+    return coerce_options(name, {f.name: getattr(cls, f.name, None) for f in dataclasses.fields(cls)}, options)
 
 
 def structure_class(name: str, plugins: str | None = None) -> type[Structure]:
@@ -186,31 +177,6 @@ def structure_class(name: str, plugins: str | None = None) -> type[Structure]:
     if name not in known:
         raise ConfigError(f"unknown structure {name!r}; valid choices: {', '.join(known)}")
     return known[name]
-
-
-_KINDS = {bool: "true or false", int: "a whole number", float: "a number"}
-
-
-def _coerce(structure: str, key: str, value: Any, default: Any) -> Any:
-    """`value` as the type of the option's default: text from the command line is parsed, and a
-    study file's TOML value must already be of that type (an int widens to a float)."""
-    if default is None or isinstance(default, str):
-        return value
-    kind = type(default)
-    if isinstance(value, str):
-        try:
-            if kind is bool:
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return value.lower() in ("true", "1", "yes")
-            return kind(value)
-        except ValueError:
-            raise ConfigError(f"option {key}={value!r} of structure {structure} must be {_KINDS[kind]}") from None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is not kind:
-        raise ConfigError(f"option {key}={value!r} of structure {structure} must be {_KINDS.get(kind, kind.__name__)}")
-    return value
 
 
 def _origin(cls: type) -> tuple[str, str]:

@@ -55,7 +55,9 @@ PROBE = ("import atexit, sys; atexit.register(lambda: print('torch imported' if 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"], ["sweep", "--help"],
                                   ["compare", "--help"], ["bench", "--help"], ["structures", "--help"],
                                   ["export", "--help"], ["run", "--game", "pong"], ["run", "--lr", "nan"],
-                                  ["run", "--frames", "0"], ["run", "--structure", "cnov"]],
+                                  ["run", "--frames", "0"], ["run", "--structure", "cnov"],
+                                  ["run", "--structure", "random", "-o", "bogus=1"],
+                                  ["run", "--structure", "set", "-o", "period=1.5"]],
                          ids=" ".join)
 def test_help_version_and_option_errors_never_import_torch(args):
     """torch's import costs seconds of CPU; help and option mistakes must answer at once."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minisparse import dqn
-from minisparse.config import Config, builtin_structures
+from minisparse.config import Config, builtin_structure_options, builtin_structures
 from minisparse.network import layer_specs
 from minisparse.structure import available
 
@@ -119,3 +119,10 @@ def test_each_builtin_file_registers_the_structure_of_its_name():
         assert registered[name].__module__ == f"minisparse.structures.{name}"
     assert set(builtin_structures()) == {name for name, cls in registered.items()
                                          if cls.__module__.startswith("minisparse.structures.")}
+
+
+def test_builtin_options_read_from_the_files_are_the_dataclass_fields():
+    """The CLI checks a built-in structure's options from its file, before torch is imported."""
+    for name in builtin_structures():
+        cls = available()[name]
+        assert builtin_structure_options(name) == {f.name: f.default for f in dataclasses.fields(cls)}, name
