@@ -101,8 +101,9 @@ class SparsityEngine:
         for name, layer in self.layers().items():
             if self.wants_dense_gradient(name):
                 self._signals[name] = _signals(layer)
-            if layer.weight.grad is not None and not layer.weight.grad.is_sparse:
-                layer.weight.grad.mul_(self._float_mask(layer))
+            mask = self._float_mask(layer)
+            if mask is not None and layer.weight.grad is not None and not layer.weight.grad.is_sparse:
+                layer.weight.grad.mul_(mask)
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -114,8 +115,9 @@ class SparsityEngine:
             if strength > 0:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,
                                 strength * self.optimizer.param_groups[0]["lr"])
-            if layer.weight.requires_grad and not layer.compact_gradient and layer.score is None:
-                layer.weight.mul_(self._float_mask(layer))
+            mask = self._float_mask(layer)
+            if mask is not None and layer.weight.requires_grad and not layer.compact_gradient and layer.score is None:
+                layer.weight.mul_(mask)
             signals = self._signals.pop(name, None)
             if signals is not None:
                 new_mask = self.structures[name].update_mask(layer.mask.cpu(), signals, self.step,
@@ -123,13 +125,15 @@ class SparsityEngine:
                 self._set_mask(name, layer, new_mask.to(layer.mask.device))
         self.step += 1
 
-    def _float_mask(self, layer: MaskedLinear) -> torch.Tensor:
+    def _float_mask(self, layer: MaskedLinear) -> torch.Tensor | None:
         """The mask as 0/1 floats, cached until the mask changes: multiplying by it is several
-        times faster than by the boolean mask, and it happens twice per update."""
+        times faster than by the boolean mask, and it happens twice per update. None for a mask
+        with every connection present (dense, prune before it starts): multiplying by ones
+        changes nothing and cost the dense structure a tenth of its update."""
         key = (layer.mask._version, layer.mask.data_ptr())
         cached = self._float_masks.get(id(layer))
         if cached is None or cached[0] != key:
-            cached = (key, layer.mask.to(layer.weight.dtype))
+            cached = (key, None if bool(layer.mask.all()) else layer.mask.to(layer.weight.dtype))
             self._float_masks[id(layer)] = cached
         return cached[1]
 

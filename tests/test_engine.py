@@ -113,3 +113,14 @@ def test_agent_target_network_is_synced_with_masks():
     assert torch.equal(agent.target.structured.mask, agent.q.structured.mask)
     assert isinstance(agent.target.structured, MaskedLinear)
     assert not any(p.requires_grad for p in agent.target.parameters())
+
+
+def test_a_full_mask_is_not_multiplied_and_masking_resumes_once_connections_are_absent():
+    """Multiplying by a mask of ones changes nothing, so the engine skips it (a dense structure's
+    update was a tenth masking); once pruning removes connections their weights stay at zero."""
+    net, engine, opt = network_and_engine("prune", backend="dense", **{"structure_options": {"start": 0.0, "period": 5}})
+    layer = net.structured
+    assert layer.mask.all() and engine._float_mask(layer) is None
+    train_steps(net, engine, opt, steps=12)
+    assert not layer.mask.all() and engine._float_mask(layer) is not None
+    assert (layer.weight[~layer.mask] == 0).all()
