@@ -18,7 +18,8 @@ from minisparse.outputs import check_output_file, check_output_root
 from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.sweep import sweep
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
-                               ConfigError, builtin_structures, check_structure)
+                               ConfigError)
+from minisparse.structure_options import builtin_structures, check_structure
 
 HELP = {
     "game": "MinAtar game.",

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from minisparse.config import STRUCTURE_ENTRY_POINTS, ConfigError, coerce_options
+from minisparse.config import ConfigError
+from minisparse.structure_options import STRUCTURE_ENTRY_POINTS, coerce_options
 from minisparse.layers import MaskedLinear
 
 

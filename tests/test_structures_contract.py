@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from minisparse import dqn
-from minisparse.config import Config, builtin_structure_options, builtin_structures
+from minisparse.config import Config
+from minisparse.structure_options import builtin_structure_options, builtin_structures
 from minisparse.network import layer_specs
 from minisparse.structure import available
 
