@@ -113,13 +113,12 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     train, broken_train = _caught(lambda: load_train(runs))
     result.warnings += [f"{warning} (its train.csv rows only)" for warning in broken_train]
     changing = _changing_runs(train, runs)
-    logged = train[train["path"].isin(changing)]
-    logged = logged.assign(structure=logged["path"].map(scores.set_index("path")["structure"]))
-    logged = logged.dropna(subset=["structure"])  # runs without episodes have no label
+    measured = train.assign(structure=train["path"].map(scores.set_index("path")["structure"]))
+    measured = measured.dropna(subset=["structure"])  # runs without episodes have no label
+    logged = measured[measured["path"].isin(changing)]
     if not logged.empty:
         columns = [c for c in logged.columns if c.startswith(figures.CONNECTIVITY)]
         figure("connectivity", lambda: figures.connectivity(binned(logged, columns, bins), style))
-    measured = train.assign(structure=train["path"].map(scores.set_index("path")["structure"])).dropna(subset=["structure"])
     columns = [c for c in measured.columns if c.startswith(figures.DIAGNOSTICS)]
     if columns and measured[columns].notna().any().any():
         figure("diagnostics", lambda: figures.diagnostics(binned(measured, columns, bins), style))

@@ -102,8 +102,7 @@ def learning_curves(binned: pd.DataFrame, style: Style, warning: str | None,
     (stats.binned), and unfinished runs get their own dashed curve.
     """
     seeds = binned.groupby(["game", "weights", "structure"])["path"].nunique()
-    panels = [f"{game}, {mode} weights" for game in dict.fromkeys(binned["game"]) for mode in _modes(binned)
-              if ((binned["game"] == game) & (binned["weights"] == mode)).any()]
+    panels = [f"{game}, {mode} weights" for game, mode in _game_modes(binned)]
     runs = binned["path"].str.rstrip("/").str.rsplit("/", n=1).str[-1]
     binned = binned.assign(structure=binned["structure"].map(style.labels),
                            panel=binned["game"] + ", " + binned["weights"] + " weights",
@@ -137,36 +136,18 @@ def final_performance(table: pd.DataFrame, last_fraction: float, warning: str | 
     A hollow marker is a cell with unfinished runs, whose scores use the frames reached so far.
     """
     scored = "final greedy evaluation" if greedy else f"last {last_fraction:.0%} of frames"
-    games = list(dict.fromkeys(table["game"]))
-    order = structure_order(table["structure"])
-    fig, axes = _panels(len(games), 4.2, 0.45 * len(order) + 1.6, sharey=True)
+    fig, axes, games = _dot_panels(table, "iqm", "ci_low", "ci_high", style)
     for ax, game in zip(axes, games):
         panel = table[table["game"] == game]
-        modes = _modes(panel)  # side by side around the label's row; one mode sits on it
-        offsets = (np.arange(len(modes)) - (len(modes) - 1) / 2) * 0.3 / max(1, len(modes) - 1)
-        for offset, mode in zip(offsets, modes):
-            rows = panel[panel["weights"] == mode].set_index("structure").reindex(order)
-            rows = rows.assign(y=np.arange(len(order)) + offset).dropna(subset=["iqm"])
-            colour = mode_colours().get(mode, "grey")
-            for hollow, part in rows.groupby(rows["unfinished"] > 0):
-                errors = np.nan_to_num([part["iqm"] - part["ci_low"], part["ci_high"] - part["iqm"]])
-                ax.errorbar(part["iqm"], part["y"], xerr=errors, fmt="o", color=colour, capsize=3,
-                            markerfacecolor="white" if hollow else colour,
-                            label=f"{mode} weights" + (" (with unfinished runs)" if hollow else ""))
         ax.set_title(game if game != ALL_GAMES else textwrap.fill(f"{game}: {_aggregated(panel)}", 40),
                      fontsize="medium")
         ax.set_xlabel(("IQM of return / published DQN return" if game == ALL_GAMES else f"IQM of {RETURN}")
                       + f"\n({scored})")
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(order)), [style.labels[name] for name in order])
-    axes[0].set_ylim(len(order) - 0.5, -0.5)
     for ax in axes[::_COLUMNS]:
         ax.set_ylabel("structure")
-    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), title="weight mode", loc="outside right center")
     _title(fig, f"Final performance ({scored}): interquartile mean over runs, 95% stratified bootstrap CI "
                 f"({seeds_note(table.loc[table['game'] != ALL_GAMES, 'runs'])} per structure)", warning)
-    _caption(fig, style.key(order), style.unfinished_note("hollow markers"))
+    _caption(fig, style.key(table["structure"]), style.unfinished_note("hollow markers"))
     return fig
 
 
@@ -237,8 +218,7 @@ def interaction(ranks: pd.DataFrame, style: Style, warning: str | None) -> Figur
         ax.set_ylabel("IQM of return / published DQN return" if game == ALL_GAMES else f"IQM of {RETURN}")
         ax.set_title(f"{game}: ranking changes for {changed} of {len(panel)} structures", fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
-    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), title="structure\n(solid: rank changed)", loc="outside right center")
+    _legend(fig, axes, "structure\n(solid: rank changed)")
     _title(fig, "Fixed vs learned weights: each structure's final IQM and rank", warning)
     _caption(fig, style.key(ranks["structure"]))
     return fig
@@ -249,14 +229,13 @@ def sensitivity(table: pd.DataFrame, setting: str, last_fraction: float, warning
     and weight mode (solid learned, dashed fixed), 95% bootstrap CIs; as MinAtar's sensitivity plots."""
     games = list(dict.fromkeys(table["game"]))
     fig, axes = _panels(len(games), 4.5, 3.6)
-    colours = structure_palette(table["structure"])
-    labels = short_labels(table["structure"])
+    lines = Style(structure_palette(table["structure"]), short_labels(table["structure"]))
     for ax, game in zip(axes, games):
         for (structure, weights), line in table[table["game"] == game].groupby(["structure", "weights"]):
             line = line.sort_values(setting)
             ax.errorbar(line[setting], line["iqm"], yerr=np.nan_to_num([line["iqm"] - line["ci_low"], line["ci_high"] - line["iqm"]]),
-                        marker="o", capsize=3, color=colours[structure], ls="--" if weights == "fixed" else "-",
-                        label=f"{labels[structure]}, {weights}")
+                        marker="o", capsize=3, color=lines.colours[structure], ls="--" if weights == "fixed" else "-",
+                        label=f"{lines.labels[structure]}, {weights}")
         values = table[setting]
         if values.min() > 0 and values.max() / values.min() >= 10:
             ax.set_xscale("log")
@@ -264,19 +243,16 @@ def sensitivity(table: pd.DataFrame, setting: str, last_fraction: float, warning
         ax.set_ylabel(f"IQM of {RETURN}\n(last {last_fraction:.0%} of frames)")
         ax.set_title(game, fontsize="medium")
         ax.grid(alpha=0.3)
-    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), title="structure, weights\n(dashed: fixed)", loc="outside right center")
+    _legend(fig, axes, "structure, weights\n(dashed: fixed)")
     _title(fig, f"Sensitivity to {setting}: final performance (IQM over runs, 95% bootstrap CI)", warning)
-    key = "\n".join(f"{labels[name]} = {name}" for name in structure_order(table["structure"]) if labels[name] != name)
-    _caption(fig, key)
+    _caption(fig, lines.key(table["structure"]))
     return fig
 
 
 def channel_share(table: pd.DataFrame, style: Style) -> Figure:
     """Each channel's share of the final connections per structure (bars), beside 1/C (dashed):
     one panel per game and weight mode."""
-    panels = [(game, mode) for game in dict.fromkeys(table["game"]) for mode in _modes(table)
-              if ((table["game"] == game) & (table["weights"] == mode)).any()]
+    panels = _game_modes(table)
     fig, axes = _panels(len(panels), 5.0, 3.4)
     for ax, (game, mode) in zip(axes, panels):
         panel = table[(table["game"] == game) & (table["weights"] == mode)]
@@ -291,8 +267,7 @@ def channel_share(table: pd.DataFrame, style: Style) -> Figure:
         ax.set_xticks(range(len(channels)), channels, rotation=30, ha="right")
         ax.set_ylabel("share of final connections")
         ax.set_title(f"{game}, {mode} weights", fontsize="medium")
-    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), title="structure", loc="outside right center")
+    _legend(fig, axes, "structure")
     _title(fig, "Which objects the structured layer reads: each input channel's share of the final "
                 "connections (mean over seeds)", None)
     _caption(fig, style.key(table["structure"]))
@@ -303,6 +278,22 @@ def topology_dots(table: pd.DataFrame, value: str, low: str, high: str, xlabel: 
                   style: Style) -> Figure:
     """A per-structure measure (mean, range over seeds or seed pairs), one panel per game, weight
     modes side by side in their colours: spatial overlap, mask agreement."""
+    fig, axes, games = _dot_panels(table, value, low, high, style)
+    for ax, game in zip(axes, games):
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_title(game, fontsize="medium")
+    _title(fig, title, None)
+    _caption(fig, style.key(table["structure"]))
+    return fig
+
+
+def _dot_panels(table: pd.DataFrame, value: str, low: str, high: str, style: Style
+                ) -> tuple[Figure, list[plt.Axes], list[str]]:
+    """One panel per game, a row per structure (short labels): `value` with its [low, high] interval
+    per weight mode in the mode's colour, modes side by side around the label's row (one mode sits
+    on it), hollow where the cell has unfinished runs (an `unfinished` count column); the panels and
+    their games, for the caller's titles and axis labels."""
     games = list(dict.fromkeys(table["game"]))
     order = structure_order(table["structure"])
     fig, axes = _panels(len(games), 4.2, 0.45 * len(order) + 1.6, sharey=True)
@@ -313,19 +304,18 @@ def topology_dots(table: pd.DataFrame, value: str, low: str, high: str, xlabel: 
         for offset, mode in zip(offsets, modes):
             rows = panel[panel["weights"] == mode].set_index("structure").reindex(order)
             rows = rows.assign(y=np.arange(len(order)) + offset).dropna(subset=[value])
-            ax.errorbar(rows[value], rows["y"], xerr=np.nan_to_num([rows[value] - rows[low], rows[high] - rows[value]]),
-                        fmt="o", capsize=3, color=mode_colours().get(mode, "grey"), label=f"{mode} weights")
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_xlabel(xlabel)
-        ax.set_title(game, fontsize="medium")
+            colour = mode_colours().get(mode, "grey")
+            unfinished = rows["unfinished"] > 0 if "unfinished" in rows else pd.Series(False, index=rows.index)
+            for hollow, part in rows.groupby(unfinished):
+                errors = np.nan_to_num([part[value] - part[low], part[high] - part[value]])
+                ax.errorbar(part[value], part["y"], xerr=errors, fmt="o", color=colour, capsize=3,
+                            markerfacecolor="white" if hollow else colour,
+                            label=f"{mode} weights" + (" (with unfinished runs)" if hollow else ""))
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(order)), [style.labels[name] for name in order])
     axes[0].set_ylim(len(order) - 0.5, -0.5)
-    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), title="weight mode", loc="outside right center")
-    _title(fig, title, None)
-    _caption(fig, style.key(order))
-    return fig
+    _legend(fig, axes, "weight mode")
+    return fig, axes, games
 
 
 CONNECTIVITY = ("density_", "changed_")
@@ -419,6 +409,18 @@ QUANTITIES = {"density": "density of the {} layer",
 def _quantity_label(column: str) -> str:
     kind, layer = column.split("_", 1)
     return QUANTITIES[kind].format(layer)
+
+
+def _game_modes(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (game, weight mode) pairs that have rows, games in order of appearance: one panel each."""
+    present = set(zip(frame["game"], frame["weights"]))
+    return [(game, mode) for game in dict.fromkeys(frame["game"]) for mode in _modes(frame) if (game, mode) in present]
+
+
+def _legend(fig: Figure, axes: Sequence[plt.Axes], title: str) -> None:
+    """One legend beside the panels for the entries of all of them, each label once."""
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), title=title, loc="outside right center")
 
 
 def _modes(frame: pd.DataFrame) -> Sequence[str]:

@@ -7,7 +7,6 @@ to its folder inside an export: the loaders only use what both provide.
 """
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -174,7 +173,7 @@ def run_info(run: Run) -> dict[str, Any]:
             if "structure" in data:
                 value = data["structure"]["options"]
             else:  # recorded before runs stored them: the given ones over the structure's defaults
-                value = {**_structure_defaults(config.get("structure")), **(value or {})}
+                value = {**_builtin_defaults(config.get("structure")), **(value or {})}
             info.update({f"option.{k}": _hashable(v) for k, v in value.items()})
         else:
             info[key] = _hashable(value)
@@ -199,19 +198,12 @@ def _load_csv(paths: Paths, name: str, columns: list[str], rename: dict[str, str
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, *RUN_COLUMNS])
 
 
-@functools.lru_cache(maxsize=None)
-def _structure_defaults(name: str | None) -> dict[str, Any]:
-    """A built-in structure's options and their defaults (reading runs never imports their plug-ins)."""
-    import dataclasses
+def _builtin_defaults(name: str | None) -> dict[str, Any]:
+    """A built-in structure's options and defaults, read without importing it; none for a plug-in's
+    (reading runs never imports their plug-ins)."""
+    from minisparse.structure_options import builtin_structure_options, builtin_structures
 
-    from minisparse.config import ConfigError
-    from minisparse.structure import structure_class
-
-    try:
-        cls = structure_class(str(name))
-    except ConfigError:
-        return {}
-    return {f.name: getattr(cls, f.name) for f in dataclasses.fields(cls) if hasattr(cls, f.name)}
+    return builtin_structure_options(name) if name in builtin_structures() else {}
 
 
 def _read_table(file: Run, columns: list[str], rename: dict[str, str]) -> pd.DataFrame | None:

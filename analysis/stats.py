@@ -106,33 +106,32 @@ def run_scores(episodes: pd.DataFrame, last_fraction: float = 0.1) -> pd.DataFra
     """
     if not 0 < last_fraction <= 1:
         raise ValueError(f"last_fraction {last_fraction} is outside (0, 1]")
-    episodes = episodes.assign(structure=variants(episodes))
-    rows = []
-    for path, run in episodes.groupby("path", sort=True):
-        first = run.iloc[0]
-        horizon = first["frames"] if first["complete"] else run["frame"].max()
-        last = run[run["frame"] >= (1 - last_fraction) * horizon]
-        score = last["return"].mean() if len(last) else math.nan
-        rows.append({"game": first["game"], "weights": first["weights"], "structure": first["structure"],
-                     "seed": first["seed"], "run": first["run"], "path": path,
-                     "complete": bool(first["complete"]), "frames_reached": run["frame"].max(),
-                     "episodes_scored": len(last), "score": score,
-                     "normalized": score / REFERENCE_RETURNS.get(first["game"], math.nan)})
-    return pd.DataFrame(rows)
+
+    def scored(run: pd.DataFrame) -> pd.DataFrame:
+        horizon = run["frames"].iloc[0] if run["complete"].iloc[0] else run["frame"].max()
+        return run[run["frame"] >= (1 - last_fraction) * horizon]
+
+    return _scores(episodes, scored)
 
 
 def eval_scores(evaluations: pd.DataFrame) -> pd.DataFrame:
     """One row per run, as run_scores: the mean return of its last greedy evaluation (eval.csv), the
     one at the end of a complete run, the latest so far of an unfinished one."""
-    evaluations = evaluations.assign(structure=variants(evaluations))
+    return _scores(evaluations, lambda run: run[run["frame"] == run["frame"].max()])
+
+
+def _scores(frame: pd.DataFrame, scored: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
+    """One row per run of `frame` (episodes or evaluations): the mean return of the rows `scored`
+    picks from it, labelled by structure variant and normalised by the game's reference return."""
+    frame = frame.assign(structure=variants(frame))
     rows = []
-    for path, run in evaluations.groupby("path", sort=True):
+    for path, run in frame.groupby("path", sort=True):
         first = run.iloc[0]
-        last = run[run["frame"] == run["frame"].max()]
-        score = last["return"].mean()
+        last = scored(run)
+        score = last["return"].mean() if len(last) else math.nan
         rows.append({"game": first["game"], "weights": first["weights"], "structure": first["structure"],
                      "seed": first["seed"], "run": first["run"], "path": path,
-                     "complete": bool(first["complete"]), "frames_reached": int(last["frame"].iloc[0]),
+                     "complete": bool(first["complete"]), "frames_reached": run["frame"].max(),
                      "episodes_scored": len(last), "score": score,
                      "normalized": score / REFERENCE_RETURNS.get(first["game"], math.nan)})
     return pd.DataFrame(rows)

@@ -10,6 +10,7 @@ convert options one way.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import math
 import pkgutil
@@ -50,6 +51,7 @@ def builtin_structure_options(name: str) -> dict[str, Any]:
     return options
 
 
+@functools.cache
 def _builtin_classes() -> dict[str, dict[str, Any]]:
     """Every class in the built-in structure files: its bases, the name it registers, its fields."""
     folder = Path(importlib.util.find_spec("minisparse.structures").submodule_search_locations[0])
