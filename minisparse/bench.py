@@ -312,7 +312,6 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
     from minisparse.optim import RMSprop
     from minisparse.sparsity import SparsityEngine
     from minisparse.structure import LayerSpec, make_structure
-    from minisparse.td import structured_forward, structured_gradients
 
     network = nn.Module()
     network.structured = layer = MaskedLinear(mask)
@@ -324,7 +323,7 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
 
     @torch.no_grad()
     def forward() -> None:
-        structured_forward(layer, pool[next(batches) % len(pool)])
+        layer.feature_major(pool[next(batches) % len(pool)])
 
     if not trains:
         return _warmed_up(forward)
@@ -338,9 +337,9 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
     def update() -> None:
         x = pool[next(batches) % len(pool)]
         engine.before_backward()
-        structured_forward(target, x[batch:])
-        out, inputs = structured_forward(layer, x[:batch])
-        structured_gradients(layer, out.div_(batch), inputs)
+        target.feature_major(x[batch:])
+        out, inputs = layer.feature_major(x[:batch])
+        layer.feature_major_gradients(out.div_(batch), inputs)
         engine.before_step()
         optimizer.step()
         engine.after_step()

@@ -13,9 +13,12 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minisparse import kernels
 
 # What `auto` decides by: CPU microseconds of a masked layer's work per DQN step on one thread,
 # a * size + b * (units + inputs) + c per backend, size being its weight entries (dense) or
@@ -85,18 +88,55 @@ class MaskedLinear(nn.Module):
                                        self.gradient_mode())
         return F.linear(x, self.effective_weight(), self.bias)
 
+    def feature_major(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-activations as (units, batch), and the input `feature_major_gradients` reads (x itself)."""
+        if self.backend == "sparse":
+            return self.connections().product(self.present_weights(), self.bias, x), x
+        return torch.addmm(self.bias.unsqueeze(1), self.weight, x.t()), x
+
+    def feature_major_gradients(self, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
+        """.grad of the weight (what `gradient_mode` asks for) and bias from dL/d pre-activations (units, batch)."""
+        if self.backend == "sparse":
+            self.weight.grad = self.connections().weight_gradient(grad_out, inputs, self.gradient_mode())
+        else:
+            self.weight.grad = torch.mm(grad_out, inputs)
+        self.bias.grad = grad_out.sum(1)
+
+    def frame_features(self, frame: np.ndarray, slope: float) -> np.ndarray:
+        """Activated features of one frame (acting): the weights of its few nonzero inputs, added up."""
+        if self.backend == "sparse":
+            connections = self.connections()
+            return kernels.sparse_features(frame.reshape(-1), connections.column_starts.numpy(),
+                                           connections.indices[0].numpy(), self.present_weights().numpy(),
+                                           self.bias.detach().numpy(), slope)
+        return kernels.masked_features(frame.reshape(1, -1), self.weight.detach().numpy(),
+                                       self.bias.detach().numpy(), slope)
+
     def present_weights(self) -> torch.Tensor:
-        """The weights of the present connections (`Connections.flat` order). A frozen weight's are kept
-        until it changes: only torch operations change it then (load_state_dict, the engine), and
-        they advance its version counter, unlike the optimizer's in-place steps on trained weights."""
+        """The weights of the present connections (`Connections.flat` order), kept until the weight changes
+        through torch (load_state_dict, the engine, an optimizer's torch step advance its version counter).
+        A weight trained on the compact path is stepped here, in this contiguous copy, by the optimizer
+        (optim.RMSprop.compact), and `store_present` writes the result back; any other trained weight is
+        stepped in place by compiled loops that the version counter does not see, so it is gathered afresh."""
         flat = self.connections().flat
         weight = self.weight.detach()
-        if self.weight.requires_grad:
+        if self.weight.requires_grad and not self.compact_gradient:
             return weight.reshape(-1).index_select(0, flat)
         key = (weight._version, weight.data_ptr(), self._connections_key)
         if self._present_key != key:
-            self._present, self._present_key = weight.reshape(-1).index_select(0, flat), key
+            with torch.inference_mode(False):  # kept across calls, so never an inference tensor
+                self._present, self._present_key = weight.reshape(-1).index_select(0, flat), key
         return self._present
+
+    def present(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices (row * in + column) and weights of the present connections: what a compact optimizer steps."""
+        return self.connections().flat, self.present_weights()
+
+    def store_present(self) -> None:
+        """Write the present weights, stepped by a compact optimizer, back into the weight (on the CPU:
+        a compiled loop, which leaves the version counter and so the cached present weights as they are)."""
+        flat, values = self.present()
+        kernels.scatter(self.weight.detach().view(-1).numpy(), flat.numpy(), values.numpy())
 
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
@@ -109,10 +149,6 @@ class MaskedLinear(nn.Module):
         if self._connections is None or self._connections_key != key:
             self._connections, self._connections_key = Connections.of(self.mask), key
         return self._connections
-
-    def connection_index(self) -> torch.Tensor:
-        """Flat indices (row * in + column) of the present connections, for sparse optimizer steps."""
-        return self.connections().flat
 
     def connectivity(self) -> torch.Tensor:
         return self.mask
@@ -166,6 +202,16 @@ class SharedConv(nn.Module):
         unfolded = x.t().contiguous().index_select(0, self.patches).view(self.conv.weight[0].numel(), -1)
         out = torch.addmm(self.conv.bias.unsqueeze(1), self.conv.weight.view(filters, -1), unfolded)
         return out.view(self.out_features, -1), unfolded
+
+    def feature_major_gradients(self, grad_out: torch.Tensor, unfolded: torch.Tensor) -> None:
+        """The kernel's and bias's .grad from dL/d outputs (units, batch) and the unfolded input."""
+        grad_out = grad_out.reshape(self.conv.out_channels, -1)
+        self.conv.weight.grad = torch.mm(grad_out, unfolded.t()).view_as(self.conv.weight)
+        self.conv.bias.grad = grad_out.sum(1)
+
+    def frame_features(self, frame: np.ndarray, slope: float) -> np.ndarray:
+        """Activated features of one (C, 10, 10) frame (acting): each active input adds its kernel entries."""
+        return kernels.conv_features(frame, self.conv.weight.detach().numpy(), self.conv.bias.detach().numpy(), slope)
 
     def connectivity(self) -> torch.Tensor:
         return receptive_field_mask(self.channels, self.conv.out_channels, self.kernel, self.size)
@@ -232,57 +278,69 @@ def crossover_density(units: int, inputs: int, trains: bool,
 
 @dataclass(frozen=True)
 class Connections:
-    """The mask's present connections as CSR structures of W (out x in) and of its transpose."""
+    """The mask's present connections, input-major (by column, then row): the order a layer's present
+    weights are kept in (`MaskedLinear.present_weights`), which is W's CSC and so the CSR of W^T.
+    On a CPU both products run over it in compiled loops that skip the inputs a batch leaves at zero
+    (kernels.input_sparse_*); torch's CSR kernels (other devices, the autograd path) read W's CSR,
+    whose values are the present ones at `csr_order`."""
 
     shape: tuple[int, int]
-    flat: torch.Tensor              # row * in + column, row-major
-    indices: torch.Tensor           # (2, connections): rows and columns in the same order
+    flat: torch.Tensor              # row * in + column of each connection
+    indices: torch.Tensor           # (2, connections): rows and columns
+    column_starts: torch.Tensor     # input i's connections are [column_starts[i], column_starts[i + 1])
     crow: torch.Tensor              # CSR of W
     col: torch.Tensor
-    transposed_crow: torch.Tensor   # CSR of W^T: its values are W's at `transposed_order`
-    transposed_col: torch.Tensor
-    transposed_order: torch.Tensor
+    csr_order: torch.Tensor         # W's CSR values are the present weights at these positions
     pattern: torch.Tensor           # W's CSR with zero values: where a sampled product is wanted
 
     @classmethod
     def of(cls, mask: torch.Tensor) -> "Connections":
         out_features, in_features = mask.shape
-        rows, cols = mask.nonzero(as_tuple=True)
-        order = torch.argsort(cols, stable=True)
-        crow = _compressed(rows, out_features)
+        cols, rows = mask.t().nonzero(as_tuple=True)
+        csr_order = torch.argsort(rows, stable=True)
+        crow = _compressed(rows[csr_order], out_features)
         zeros = torch.zeros(len(rows), device=mask.device)  # sampled_addmm scales these by beta=0: no garbage
         return cls(shape=(out_features, in_features), flat=rows * in_features + cols, indices=torch.stack((rows, cols)),
-                   crow=crow, col=cols,
-                   transposed_crow=_compressed(cols[order], in_features), transposed_col=rows[order],
-                   transposed_order=order,
-                   pattern=torch.sparse_csr_tensor(crow, cols, zeros, mask.shape, check_invariants=False))
+                   column_starts=_compressed(cols, in_features), crow=crow, col=cols[csr_order], csr_order=csr_order,
+                   pattern=torch.sparse_csr_tensor(crow, cols[csr_order], zeros, mask.shape, check_invariants=False))
 
     def product(self, values: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections in `flat` order."""
-        return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t())
+        """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections."""
+        if x.device.type != "cpu":
+            return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t())
+        out = torch.empty(self.shape[0], x.shape[0])
+        kernels.input_sparse_product(x.numpy(), self.column_starts.numpy(), self.indices[0].numpy(),
+                                     values.detach().numpy(), bias.detach().numpy(), out.numpy())
+        return out
 
     def weight_gradient(self, grad_out: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:
         """dL/dW from the output gradient (out x batch) and the input (batch x in): the dense product
-        ("dense"), or the present connections' entries only (a sampled product), as a sparse tensor
-        ("compact") or scattered into a dense one that is zero elsewhere ("masked")."""
+        ("dense"), or the present connections' entries only, as a sparse tensor ("compact") or
+        scattered into a dense one that is zero elsewhere ("masked")."""
         if mode == "dense":
             return torch.mm(grad_out, x)
-        sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, x, beta=0.0).values()
+        if x.device.type == "cpu":
+            present = torch.empty(self.flat.shape[0])
+            kernels.input_sparse_gradient(x.numpy(), self.column_starts.numpy(), self.indices[0].numpy(),
+                                          grad_out.numpy(), present.numpy())
+        else:
+            sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, x, beta=0.0).values()
+            present = torch.empty_like(sampled).index_copy_(0, self.csr_order, sampled)
         if mode == "compact":
-            return self.compact(sampled)
-        return sampled.new_zeros(self.shape).view(-1).index_copy_(0, self.flat, sampled).view(self.shape)
+            return self.compact(present)
+        return present.new_zeros(self.shape).view(-1).index_copy_(0, self.flat, present).view(self.shape)
 
     def compact(self, values: torch.Tensor) -> torch.Tensor:
-        """A sparse (COO) tensor of W's shape holding `values` at the present connections, in `flat` order."""
-        return torch.sparse_coo_tensor(self.indices, values, self.shape, is_coalesced=True, check_invariants=False)
+        """A sparse (COO) tensor of W's shape holding `values` at the present connections, in their order."""
+        return torch.sparse_coo_tensor(self.indices, values, self.shape, check_invariants=False)
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+        return torch.sparse_csr_tensor(self.crow, self.col, values.index_select(0, self.csr_order), self.shape,
+                                       check_invariants=False)
 
     def transposed(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.transposed_crow, self.transposed_col,
-                                       values.index_select(0, self.transposed_order),
-                                       self.shape[::-1], check_invariants=False)
+        return torch.sparse_csr_tensor(self.column_starts, self.indices[0], values, self.shape[::-1],
+                                       check_invariants=False)
 
 
 def _compressed(sorted_rows: torch.Tensor, rows: int) -> torch.Tensor:
@@ -291,7 +349,7 @@ def _compressed(sorted_rows: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 class _SparseLinear(torch.autograd.Function):
-    """y = x W^T + b with W held as CSR over the present connections (`values`, W's entries there).
+    """y = x W^T + b with W held over the present connections (`values`, in `Connections` order).
 
     Backward gives the weight gradient `gradient` asks for (Connections.weight_gradient) and the
     input gradient through W^T's CSR when the input needs one.

@@ -26,52 +26,90 @@ class RMSprop(torch.optim.Optimizer):
     torch's step makes about eight passes over every tensor (square average, gradient average,
     variance, root, ...); for the hidden layer's 131k weights that was a fifth of a DQN update.
     The compiled loop reads and writes each entry once with the same float32 arithmetic, so
-    results agree with torch's to rounding, and the state (step, square_avg, grad_avg) is
-    torch's: checkpoints load in either optimizer.
-    A parameter registered in `connections` (a sparse-backend layer's weight) is updated only at
-    the flat indices its callable returns: the engine registers one only while entries off the
-    mask have zero gradient, weight and state, which a dense step would leave as they are, so
-    skipping them changes nothing but the cost. Its gradient may be dense or a sparse tensor of
-    exactly those entries in that order (`Connections.compact`).
+    results agree with torch's to rounding.
+
+    A parameter registered in `compact` (a sparse-backend layer's weight) is stepped over its present
+    connections only: its callable returns their flat indices and their values, a contiguous tensor
+    that the layer multiplies by and writes back into the weight itself (MaskedLinear.present_weights).
+    Its gradient is dense or a sparse tensor of exactly those entries in that order
+    (`Connections.compact`), and its state is kept in that order too: stepping contiguous vectors
+    instead of scattered entries of dense ones was most of the sparse backend's optimizer cost.
+    The engine registers one only while absent connections have zero gradient, weight and state,
+    which a dense step leaves as they are, so the results are a dense step's. When the connections
+    change, their state follows them (kept ones keep it, new ones start at zero). `state_dict` holds
+    every state as torch's dense tensors, so checkpoints load in either optimizer and on either backend.
     """
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float, alpha: float, eps: float, centered: bool):
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "centered": centered})
-        self.connections: dict[torch.Tensor, Callable[[], torch.Tensor]] = {}
-        self._views: list[tuple] | None = None
+        self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._layout: dict[torch.Tensor, torch.Tensor] = {}   # compact state's flat indices, per parameter
+        self._views: dict[torch.Tensor, tuple] = {}
 
     def step(self, closure: None = None) -> None:
-        for p, group, value, square_avg, grad_avg, count in self._state_views():
-            if p.grad is None:
-                continue
-            index, grad = None, p.grad
-            if p in self.connections:
-                index = self.connections[p]()
-                grad = grad._values() if grad.is_sparse else grad.reshape(-1).index_select(0, index)
-                index = index.numpy()
-            _rmsprop_step(value, grad.numpy().reshape(-1), square_avg, grad_avg, index, count,
-                          group["lr"], group["alpha"], group["eps"])
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad, value = p.grad, p.detach()
+                if p in self.compact:
+                    index, value = self.compact[p]()
+                    self._arrange(p, index)
+                    grad = grad._values() if grad.is_sparse else grad.reshape(-1).index_select(0, index)
+                else:
+                    self._arrange(p, None)
+                square_avg, grad_avg, count = self._state_views(p, group)
+                _rmsprop_step(_flat(value), _flat(grad), square_avg, grad_avg, count,
+                              group["lr"], group["alpha"], group["eps"])
+
+    def state_dict(self) -> dict:
+        """torch's RMSprop state: compact state is saved as the dense tensors it stands for."""
+        for p in list(self._layout):
+            if p in self.compact:
+                self._arrange(p, self.compact[p]()[0])  # connections that changed since the last step
+        saved = super().state_dict()
+        order = [p for group in self.param_groups for p in group["params"]]
+        for number, state in list(saved["state"].items()):
+            index = self._layout.get(order[number])
+            if index is not None:
+                saved["state"][number] = {name: value if name == "step" else _scatter(value, index, order[number])
+                                          for name, value in state.items()}
+        return saved
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        self._views = None
+        self._layout, self._views = {}, {}
 
-    def _state_views(self) -> list[tuple]:
-        """Per parameter: numpy views of its value and state, made once (they share the tensors' memory)."""
-        if self._views is None:
-            self._views = []
-            for group in self.param_groups:
-                for p in group["params"]:
-                    state = self.state[p]
-                    if not state:
-                        state["step"] = torch.tensor(0.0)
-                        state["square_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                        if group["centered"]:
-                            state["grad_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                    grad_avg = _flat(state["grad_avg"]) if group["centered"] else None
-                    self._views.append((p, group, _flat(p), _flat(state["square_avg"]), grad_avg,
-                                        _flat(state["step"])))
-        return self._views
+    def _arrange(self, p: torch.Tensor, index: torch.Tensor | None) -> None:
+        """Lay p's state out at flat `index` (None: densely), moving it from where it is now."""
+        current = self._layout.get(p)
+        if current is index:
+            return
+        state = self.state[p]
+        for name, value in state.items():
+            if name != "step":
+                dense = value if current is None else _scatter(value, current, p)
+                state[name] = dense if index is None else dense.reshape(-1).index_select(0, index)
+        if index is None:
+            del self._layout[p]
+        else:
+            self._layout[p] = index
+        self._views.pop(p, None)
+
+    def _state_views(self, p: torch.Tensor, group: dict) -> tuple:
+        """numpy views of p's state (square average, gradient average or None, step), made when it is laid out."""
+        if p not in self._views:
+            state = self.state[p]
+            if not state:
+                index = self._layout.get(p)
+                shape = p.shape if index is None else index.shape
+                state["step"] = torch.tensor(0.0)
+                state["square_avg"] = torch.zeros(shape)
+                if group["centered"]:
+                    state["grad_avg"] = torch.zeros(shape)
+            grad_avg = _flat(state["grad_avg"]) if group["centered"] else None
+            self._views[p] = (_flat(state["square_avg"]), grad_avg, _flat(state["step"]))
+        return self._views[p]
 
 
 def _flat(tensor: torch.Tensor) -> np.ndarray:
@@ -79,25 +117,25 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().view(-1).numpy()
 
 
+def _scatter(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A dense tensor shaped like `like`, holding `values` at flat `index` and zeros elsewhere."""
+    return values.new_zeros(like.numel()).index_copy_(0, index, values).view_as(like)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rmsprop_step(value, grad, square_avg, grad_avg, index, count, lr, alpha, eps):  # pragma: no cover - compiled
-    """torch's RMSprop arithmetic for every entry (index None), or for the listed ones with `grad` holding
-    their gradients in that order; grad_avg None: not centered.
+def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps):  # pragma: no cover - compiled
+    """torch's RMSprop arithmetic for every entry; grad_avg None: not centered.
     `count` is the step counter torch keeps (a one-element view), advanced here.
 
     The variance is lifted to at least (eps * 2^-30)^2 before the root: the root of anything
     smaller is under half an ulp of eps, so sqrt(.) + eps is unchanged, while a variance that
-    rounding made negative gives eps instead of NaN. One loop body serves both cases: with
-    index None it compiles to vector code (error_model="numpy" lets the division vectorize).
+    rounding made negative gives eps instead of NaN. error_model="numpy" lets the division vectorize.
     """
     lr, alpha, eps = np.float32(lr), np.float32(alpha), np.float32(eps)
     floor = np.float32((eps * 2.0 ** -30) ** 2)
     count[0] += 1
-    for k in range(value.size if index is None else index.size):
-        i = k
-        if index is not None:
-            i = index[k]
-        g = grad[k]
+    for i in range(value.size):
+        g = grad[i]
         s = square_avg[i] * alpha + (np.float32(1.0) - alpha) * g * g
         square_avg[i] = s
         if grad_avg is not None:

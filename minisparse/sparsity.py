@@ -61,18 +61,18 @@ class SparsityEngine:
         An optimizer that can step present connections only (optim.RMSprop) does so for sparse-backend
         layers, from their compact gradients, when absent connections' state is kept at zero (a dense
         step would decay the stale state the ablation keeps); their absent weights then never move, so
-        nothing needs re-masking."""
-        connections = getattr(self.optimizer, "connections", None)
+        nothing needs re-masking, and the stepped present weights are written back after each step."""
+        compact = getattr(self.optimizer, "compact", None)
         for name, layer in self.layers().items():
             layer.backend = backend_for(layer, self.backend)
             if self.target is not None:
                 getattr(self.target, name).backend = layer.backend
-            layer.compact_gradient = connections is not None and layer.backend == "sparse" \
+            layer.compact_gradient = compact is not None and layer.backend == "sparse" \
                 and layer.weight.requires_grad and layer.score is None and self.mask_optimizer_state
             if layer.compact_gradient:
-                connections[layer.weight] = layer.connection_index
-            elif connections is not None:
-                connections.pop(layer.weight, None)
+                compact[layer.weight] = layer.present
+            elif compact is not None:
+                compact.pop(layer.weight, None)
 
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""
@@ -111,6 +111,8 @@ class SparsityEngine:
         connectivity updates. A scored layer's gate already hides the weights off its mask; they
         keep their values so that their scores still get a gradient (edge-popup)."""
         for name, layer in self.layers().items():
+            if layer.compact_gradient:
+                layer.store_present()
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
             if strength > 0:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,

@@ -15,7 +15,8 @@ states come from one product, and no gradient flows into it. Acting's greedy act
 binary frame is a compiled loop that adds up the weights of the frame's few active inputs.
 
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
-sparse one the products run over the present connections), the dense hidden layer and head,
+sparse one the products run over the present connections and each sample's nonzero inputs only,
+in compiled loops), the dense hidden layer and head,
 and relu or leaky relu, on a CPU. Other networks (scored layers, a sparse hidden layer, plug-in
 layer types, other devices) take autograd; tests/test_td.py checks that both give the same
 loss, gradients and actions.
@@ -88,9 +89,10 @@ class FastTD:
     """What AutogradTD gives (loss, mean Q(s, a), the trainable parameters' .grad, greedy actions),
     computed by hand for the networks `supports` accepts.
 
-    The matrix products run in torch: the structured layer's (structured_forward and
-    structured_gradients) and the hidden layer's forward for the online and the target network,
-    its weight gradient and, when the structured layer trains, its input gradient. Between them,
+    The structured layer does its own products (`feature_major` and `feature_major_gradients`: a
+    shared conv's unfolded matrix product, a masked layer's product over the present connections and
+    the samples' nonzero inputs), and torch does the hidden layer's for the online and the target
+    network, its weight gradient and, when the structured layer trains, its input gradient. Between them,
     the head, the loss and the activations' gradients are compiled loops (kernels.py). The
     hidden and head gradients live in buffers kept between updates. The loops read the
     parameters through numpy views made once: every change to a parameter (optimizer steps,
@@ -134,7 +136,7 @@ class FastTD:
             grad_out = torch.mm(self.grad_hidden_pre.t(), q.hidden.weight)
             grad_pre = torch.empty_like(online_pre)
             kernels.activation_backward(grad_out.numpy(), online_pre.numpy(), self.slope, grad_pre.numpy())
-            structured_gradients(q.structured, grad_pre, inputs)
+            q.structured.feature_major_gradients(grad_pre, inputs)
         return statistics[0], statistics[1]
 
     def _allocate(self, size: int) -> None:
@@ -151,19 +153,14 @@ class FastTD:
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pre-activations and activations (units, samples) of a structured layer, and the input
         its weight gradient reads."""
-        pre, inputs = structured_forward(layer, states)
+        pre, inputs = layer.feature_major(states)
         return pre, self._act(pre), inputs
 
     def greedy(self, observation: np.ndarray) -> int:
         """argmax_a Q(observation, a) in compiled loops: MinAtar frames are binary and sparse, so the
         structured layer adds up the weights of the few active inputs instead of multiplying."""
         online = self.q_arrays
-        if isinstance(self.q.structured, SharedConv):
-            features = kernels.conv_features(observation, online["structured.conv.weight"],
-                                             online["structured.conv.bias"], self.slope)
-        else:
-            features = kernels.masked_features(observation.reshape(1, -1), online["structured.weight"],
-                                               online["structured.bias"], self.slope)
+        features = self.q.structured.frame_features(observation, self.slope)
         return int(kernels.greedy_action(features, online["hidden.weight"], online["hidden.bias"],
                                          online["head.weight"], online["head.bias"], self.slope))
 
@@ -174,26 +171,3 @@ class FastTD:
 def _arrays(network: nn.Module) -> dict[str, np.ndarray]:
     """numpy views sharing the parameters' memory, by name."""
     return {name: p.detach().numpy() for name, p in network.named_parameters()}
-
-
-def structured_forward(layer: nn.Module, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-activations (units, batch) of the structured layer and the input its weight gradient needs."""
-    if isinstance(layer, SharedConv):
-        return layer.feature_major(states)
-    if layer.backend == "sparse":
-        return layer.connections().product(layer.present_weights(), layer.bias, states), states
-    return torch.addmm(layer.bias.unsqueeze(1), layer.weight, states.t()), states
-
-
-def structured_gradients(layer: nn.Module, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
-    """The structured layer's .grad from d loss / d its pre-activations (units, batch) and `inputs`."""
-    if isinstance(layer, SharedConv):
-        grad_out = grad_out.reshape(layer.conv.out_channels, -1)
-        layer.conv.weight.grad = torch.mm(grad_out, inputs.t()).view_as(layer.conv.weight)
-        layer.conv.bias.grad = grad_out.sum(1)
-    else:
-        if layer.backend == "sparse":
-            layer.weight.grad = layer.connections().weight_gradient(grad_out, inputs, layer.gradient_mode())
-        else:
-            layer.weight.grad = torch.mm(grad_out, inputs)
-        layer.bias.grad = grad_out.sum(1)

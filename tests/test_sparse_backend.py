@@ -18,10 +18,23 @@ def layer_pair(density: float, seed: int = 0) -> tuple[MaskedLinear, MaskedLinea
     return dense, sparse
 
 
+def frames_like(samples: int, seed: int) -> torch.Tensor:
+    """A batch shaped like MinAtar's: binary, most inputs off in every sample; one input carries other
+    values (the products read values, not just on/off), and one sample is empty."""
+    generator = torch.Generator().manual_seed(seed)
+    used = torch.randperm(400, generator=generator)[:60]
+    x = torch.zeros(samples, 400)
+    x[:, used] = (torch.rand(samples, 60, generator=generator) < 0.3).float()
+    x[:, used[0]] = torch.linspace(-1.5, 2.0, samples)
+    x[3] = 0
+    return x
+
+
 @pytest.mark.parametrize("density", [0.01, 0.05, 0.3])
-def test_forward_and_gradients_match_masked_dense(density):
+@pytest.mark.parametrize("frames", [False, True])
+def test_forward_and_gradients_match_masked_dense(density, frames):
     dense, sparse = layer_pair(density)
-    x = (torch.rand(32, 400, generator=torch.Generator().manual_seed(1)) < 0.2).float()
+    x = frames_like(32, 1) if frames else (torch.rand(32, 400, generator=torch.Generator().manual_seed(1)) < 0.2).float()
     grad_out = torch.randn(32, 256, generator=torch.Generator().manual_seed(2))
     results = []
     for layer in (dense, sparse):
@@ -95,12 +108,18 @@ def test_auto_moves_a_layer_that_pruning_thins_to_the_sparse_backend_and_resumes
     density = float(layer.mask.float().mean())
     assert density < crossover_density(1024, 400, trains=True)
     assert layer.backend == agent.target.structured.backend == "sparse"
-    assert layer.weight in agent.optimizer.connections  # steps the present connections only
+    assert layer.weight in agent.optimizer.compact  # steps the present connections only
     assert torch.all(layer.weight[~layer.mask] == 0)
     resumed = Agent(config)
     resumed.load_state_dict(agent.state_dict())
     assert resumed.q.structured.backend == resumed.target.structured.backend == "sparse"
-    assert resumed.q.structured.weight in resumed.optimizer.connections
+    assert resumed.q.structured.weight in resumed.optimizer.compact
+
+
+def saved_state(agent: Agent, parameter: torch.Tensor) -> dict:
+    """The optimizer's state of `parameter` as a checkpoint holds it."""
+    number = [id(p) for p in agent.trainable].index(id(parameter))
+    return agent.optimizer.state_dict()["state"][number]
 
 
 def run_agent(backend: str, updates: int, **config) -> tuple[Agent, list[float]]:
@@ -121,21 +140,34 @@ def run_agent(backend: str, updates: int, **config) -> tuple[Agent, list[float]]
     return agent, losses
 
 
+@pytest.mark.parametrize("structure, options", [("random", {}), ("local", {}), ("predictive", {}),
+                                                ("set", {"period": 20})])
 @pytest.mark.parametrize("weights", ["learned", "fixed"])
-def test_agent_on_sparse_backend_matches_dense_and_keeps_masked_weights_zero(weights):
-    dense, dense_losses = run_agent("dense", 60, structure="random", weights=weights, sparsity=0.95)
-    sparse, sparse_losses = run_agent("sparse", 60, structure="random", weights=weights, sparsity=0.95)
+def test_agent_on_sparse_backend_matches_dense_and_keeps_masked_weights_zero(structure, options, weights):
+    """Many updates on the same batches: the sparse backend's input-sparse products and compact optimizer
+    give the masked dense path's losses, weights, optimizer state and greedy actions."""
+    settings = dict(structure=structure, structure_options=options, weights=weights, frames=2000)
+    dense, dense_losses = run_agent("dense", 60, **settings)
+    sparse, sparse_losses = run_agent("sparse", 60, **settings)
     assert sparse.q.structured.backend == "sparse"
+    if structure == "set":
+        assert sparse.engine.topology_changes >= 2
+        assert torch.equal(sparse.q.structured.mask, dense.q.structured.mask)
     assert sparse_losses == pytest.approx(dense_losses, rel=1e-4, abs=1e-6)
     for a, b in zip(sparse.q.parameters(), dense.q.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    observations = sparse.replay.all_observations()[::7]
+    assert [sparse.td.greedy(o) for o in observations] == [dense.td.greedy(o) for o in observations]
     layer = sparse.q.structured
-    assert layer.weight[~layer.mask].abs().max() == 0
-    if weights == "learned":
-        state = sparse.optimizer.state[layer.weight]
-        assert state["square_avg"][~layer.mask].abs().max() == 0
-    else:
-        assert torch.equal(layer.weight, Agent(sparse.config).q.structured.weight)  # bit-identical, never moved
+    if weights == "learned":  # absent connections stay at zero; the compact optimizer saves the dense state
+        assert layer.weight[~layer.mask].abs().max() == 0
+        assert layer.weight in sparse.optimizer.compact
+        state, expected = saved_state(sparse, layer.weight), saved_state(dense, dense.q.structured.weight)
+        for name in ("square_avg", "grad_avg"):
+            assert state[name].shape == layer.weight.shape and state[name][~layer.mask].abs().max() == 0
+            torch.testing.assert_close(state[name], expected[name], rtol=1e-4, atol=1e-9)
+    else:  # fixed weights (a dynamic mask only chooses among them): bit-identical to where learning began
+        assert torch.equal(layer.weight, run_agent("sparse", 0, **settings)[0].q.structured.weight)
 
 
 def test_rigl_grows_the_same_connections_on_either_backend():
@@ -153,9 +185,9 @@ def test_the_no_state_masking_ablation_steps_every_entry_on_either_backend():
     runs = {backend: run_agent(backend, 41, structure="set", structure_options=options, sparsity=0.95,
                                frames=1000, mask_optimizer_state=False)[0] for backend in ("dense", "sparse")}
     dense, sparse = runs["dense"].q.structured, runs["sparse"].q.structured
-    assert sparse.backend == "sparse" and sparse.weight not in runs["sparse"].optimizer.connections
+    assert sparse.backend == "sparse" and sparse.weight not in runs["sparse"].optimizer.compact
     assert runs["dense"].engine.topology_changes >= 4
     assert torch.equal(sparse.mask, dense.mask)
     for name in ("square_avg", "grad_avg"):
-        torch.testing.assert_close(runs["sparse"].optimizer.state[sparse.weight][name],
-                                   runs["dense"].optimizer.state[dense.weight][name], rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(saved_state(runs["sparse"], sparse.weight)[name],
+                                   saved_state(runs["dense"], dense.weight)[name], rtol=1e-4, atol=1e-9)
