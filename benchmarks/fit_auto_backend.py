@@ -3,8 +3,8 @@
     python benchmarks/fit_auto_backend.py [--repeats 30] [--rounds 3]
 
 Times a masked layer's work per DQN step on both backends (minisparse.bench.layer_benchmark)
-over a grid of the shapes minisparse builds (structured layers of 256-1024 units over 4-10
-channels, a sparse 128-unit hidden layer) and densities, trained and frozen. Then fits, per
+over a grid of the shapes minisparse builds (structured layers of 256-1024 units over the games'
+own frames, 4-10 channels) and densities, trained and frozen. Then fits, per
 backend and mode, microseconds = a * size + b * (units + inputs) + c, where size is the weight
 entries (dense) or the present connections (sparse), by non-negative least squares on relative
 error. Prints the constants to paste into layers.py and, per shape, the measured crossover
@@ -20,8 +20,8 @@ from scipy.optimize import nnls
 from minisparse.bench import crossover, layer_benchmark
 from minisparse.layers import crossover_density
 
-SHAPES = ((1024, 400), (1024, 700), (1024, 1000), (512, 600), (256, 400), (128, 1024))
-DENSITIES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45)
+SHAPES = (("breakout", 1024), ("freeway", 1024), ("seaquest", 1024), ("space_invaders", 512), ("breakout", 256))
+DENSITIES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 
 
 def fit(rows: list[dict], backend: str) -> tuple[float, float, float]:
@@ -40,9 +40,9 @@ def main() -> None:
     costs, measured = {}, {}
     for trains in (True, False):
         rows = []
-        for units, inputs in SHAPES:
-            results = layer_benchmark(DENSITIES, units, inputs, trains, repeats=options.repeats, rounds=options.rounds)
-            measured[trains, units, inputs] = crossover(results)
+        for game, units in SHAPES:
+            results = layer_benchmark(DENSITIES, game, units, trains, repeats=options.repeats, rounds=options.rounds)
+            measured[trains, units, results[0]["inputs"]] = crossover(results)
             rows += results
         costs[trains] = {backend: fit(rows, backend) for backend in ("dense", "sparse")}
     print("BACKEND_COSTS = {")

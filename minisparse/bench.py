@@ -269,21 +269,23 @@ def _status(key: str) -> int:
     return 0
 
 
-def layer_benchmark(densities: tuple[float, ...], units: int = 1024, inputs: int = 400, trains: bool = True,
+def layer_benchmark(densities: tuple[float, ...], game: str = "breakout", units: int = 1024, trains: bool = True,
                     batch: int = 32, repeats: int = 100, rounds: int = 5) -> list[dict[str, Any]]:
     """The structured layer's own work per DQN step, masked dense vs sparse backend, across densities.
 
     A trained layer's step as the fast TD update runs it: forward of the next batch through
     the target's copy, forward of the batch, the weight gradient, the engine's mask hooks and a
     centered RMSprop step. A frozen layer's (fixed weights) is one forward of batch and next
-    batch together. Input is random binary frames at MinAtar's density (~10%), a fresh batch
-    each step (a repeated batch makes centered RMSprop's variance 0 - 0 and its sqrt slow NaN
-    arithmetic). The two backends' timed blocks alternate, best block counts, so a change in
-    the machine's speed hits both alike.
+    batch together. Input is batches of the game's own frames from uniform-random play, a fresh
+    batch each step: the sparse backend skips the inputs a batch leaves off, so random frames of
+    the right density would overstate its work (and a repeated batch makes centered RMSprop's
+    variance 0 - 0 and its sqrt slow NaN arithmetic). The two backends' timed blocks alternate,
+    best block counts, so a change in the machine's speed hits both alike.
     """
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
-    pool = (torch.rand(64, 2 * batch, inputs, generator=generator) < 0.1).float()
+    pool = _frame_batches(game, 64, 2 * batch, np.random.default_rng(0))
+    inputs = pool.shape[-1]
     results = []
     for density in densities:
         mask = torch.rand(units, inputs, generator=generator) < density
@@ -299,6 +301,20 @@ def layer_benchmark(densities: tuple[float, ...], units: int = 1024, inputs: int
                         "connections": int(mask.sum()), "dense_us": best["dense"] * 1e6,
                         "sparse_us": best["sparse"] * 1e6, "speedup": best["dense"] / best["sparse"]})
     return results
+
+
+def _frame_batches(game: str, batches: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(batches, size, inputs) float frames drawn from 20,000 frames of uniform-random play."""
+    from minisparse.env import NUM_ACTIONS, Game
+
+    play = Game(game, seed=0, sticky_action_prob=0.1, difficulty_ramping=True)
+    frames = []
+    for _ in range(20_000):
+        frames.append(play.observation().reshape(-1))
+        if play.act(int(rng.integers(NUM_ACTIONS)))[1]:
+            play.reset()
+    frames = np.asarray(frames, dtype=np.float32)
+    return torch.from_numpy(frames[rng.integers(len(frames), size=(batches, size))])
 
 
 def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int, trains: bool

@@ -120,7 +120,7 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
         result["layers"] = {}
         for mode in modes:
             trains = mode == "learned"
-            layers = layer_benchmark(densities, inputs=inputs, trains=trains)
+            layers = layer_benchmark(densities, game=game, trains=trains)
             measured, model = crossover(layers), crossover_density(1024, inputs, trains)
             click.echo(f"\nstructured layer alone, {mode} weights ({'update' if trains else 'forward'}; "
                        f"1024 x {inputs}, batch 32, CPU us), masked dense vs sparse\n")

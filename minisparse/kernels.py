@@ -130,10 +130,12 @@ def greedy_action(features: Array, hidden_weight: Array, hidden_bias: Array, hea
 
 
 @numba.njit(cache=True, nogil=True)
-def scatter(destination: Array, index: Array, values: Array) -> None:  # pragma: no cover - compiled
-    """destination[index[k]] = values[k]: a third of torch's index_copy_ time for a layer's present weights."""
+def store_moved(destination: Array, index: Array, values: Array, grad: Array) -> None:  # pragma: no cover
+    """destination[index[k]] = values[k] where grad[k] != 0: an RMSprop step leaves a weight with zero
+    gradient exactly as it was, and most of a layer's inputs are off in a whole batch."""
     for k in range(index.size):
-        destination[index[k]] = values[k]
+        if grad[k] != 0:
+            destination[index[k]] = values[k]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -162,19 +164,34 @@ def input_sparse_product(x: Array, column_starts: Array, rows: Array, weights: A
 def input_sparse_gradient(x: Array, column_starts: Array, rows: Array, grad_out: Array,
                           grad: Array) -> None:  # pragma: no cover - compiled
     """dL/dW at the present connections (input-major, as in `input_sparse_product`) from the batch x
-    (samples, inputs) and dL/d out (units, samples): a connection's gradient gathers, in sample order,
-    the samples whose input is nonzero; the rest of the batch adds nothing."""
+    (samples, inputs) and dL/d out (units, samples). A connection whose input is off in the whole
+    batch gets zero; any other gets the dot product of its unit's output gradients with its input
+    across the batch, summed in eight interleaved partial sums (a fixed order that vectorizes)."""
     samples, inputs = x.shape
-    by_sample = np.ascontiguousarray(grad_out.T)
+    columns = np.ascontiguousarray(x.T)
+    whole = samples - samples % 8
     for i in range(inputs):
         start, stop = column_starts[i], column_starts[i + 1]
-        grad[start:stop] = 0
-        for b in range(samples):
-            value = x[b, i]
-            if value != 0:
-                sample = by_sample[b]
-                for c in range(start, stop):
-                    grad[c] += sample[rows[c]] * value
+        column = columns[i]
+        if not column.any():
+            grad[start:stop] = 0
+            continue
+        for c in range(start, stop):
+            unit = grad_out[rows[c]]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+            for b in range(0, whole, 8):
+                s0 += unit[b] * column[b]
+                s1 += unit[b + 1] * column[b + 1]
+                s2 += unit[b + 2] * column[b + 2]
+                s3 += unit[b + 3] * column[b + 3]
+                s4 += unit[b + 4] * column[b + 4]
+                s5 += unit[b + 5] * column[b + 5]
+                s6 += unit[b + 6] * column[b + 6]
+                s7 += unit[b + 7] * column[b + 7]
+            rest = np.float32(0.0)
+            for b in range(whole, samples):
+                rest += unit[b] * column[b]
+            grad[c] = ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)) + rest
 
 
 @numba.njit(cache=True, nogil=True)

@@ -23,10 +23,12 @@ from minisparse import kernels
 # What `auto` decides by: CPU microseconds of a masked layer's work per DQN step on one thread,
 # a * size + b * (units + inputs) + c per backend, size being its weight entries (dense) or
 # present connections (sparse); trained layers (forward, target forward, gradient, optimizer
-# step) and frozen ones (one forward). Fitted by benchmarks/fit_auto_backend.py.
+# step) and frozen ones (one forward), on batches of the games' own frames (the sparse backend
+# skips inputs a batch leaves off, so its cost depends on the game: measured crossovers of
+# 1024-unit layers run from 0.2 on freeway to 0.6 on breakout). Fitted by benchmarks/fit_auto_backend.py.
 BACKEND_COSTS = {
-    True: {"dense": (0.00411, 0.0, 60.0), "sparse": (0.0138, 0.119, 259.0)},  # trained
-    False: {"dense": (0.00145, 0.00911, 27.4), "sparse": (0.00723, 0.0366, 39.2)},  # frozen
+    True: {"dense": (0.00215, 0.149, 40.3), "sparse": (0.00685, 0.196, 59.5)},  # trained
+    False: {"dense": (0.00078, 0.0, 5.78), "sparse": (0.00158, 0.0439, 19.1)},  # frozen
 }
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
@@ -133,10 +135,15 @@ class MaskedLinear(nn.Module):
         return self.connections().flat, self.present_weights()
 
     def store_present(self) -> None:
-        """Write the present weights, stepped by a compact optimizer, back into the weight (on the CPU:
-        a compiled loop, which leaves the version counter and so the cached present weights as they are)."""
+        """Write the present weights that a compact optimizer step moved back into the weight: those with a
+        nonzero gradient (a compiled loop on the CPU, which leaves the version counter, and so the cached
+        present weights, as they are)."""
         flat, values = self.present()
-        kernels.scatter(self.weight.detach().view(-1).numpy(), flat.numpy(), values.numpy())
+        grad = self.weight.grad
+        if grad is None:
+            return
+        grad = grad._values() if grad.is_sparse else grad.reshape(-1).index_select(0, flat)
+        kernels.store_moved(self.weight.detach().view(-1).numpy(), flat.numpy(), values.numpy(), grad.numpy())
 
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
