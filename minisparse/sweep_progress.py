@@ -56,11 +56,13 @@ class SweepProgress:
                          desc="sweep", file=self.stream, dynamic_ncols=True) if self.live else None
 
     def rate(self) -> float:
-        """Frames per second summed over all runs, since this sweep started."""
+        """Frames per second summed over all runs, since this sweep started (or since its frames last fell)."""
         elapsed = time.monotonic() - self.started
         return (self.frames - self.start_frames) / elapsed if elapsed > 0 else 0.0
 
     def update(self, counts: dict[str, int], frames: int) -> None:
+        if frames < self.start_frames:  # a resumed run rewound its tables to its last checkpoint
+            self.start_frames, self.started = frames, time.monotonic()
         self.frames = frames
         status = ", ".join(f"{number} {what}" for what, number in counts.items() if number or what in (
             "done", "running", "failed", "queued"))
