@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ from minisparse.replay import Replay
 from minisparse.sparsity import SparsityEngine
 from minisparse.stops import Interrupted, OutOfSpace
 from minisparse.structure import make_structure
-from minisparse.td import make_td
+from minisparse.td import AutogradTD, autograd_reason, make_td
 
 
 @dataclass
@@ -194,6 +195,13 @@ class Agent:
                 "meta": json.dumps({"run": self.identity(), "counters": counters,
                                     "rng": self.rng.bit_generator.state, "game": self.game.get_state()})}
 
+    def execution(self) -> dict[str, Any]:
+        """How this run computes (config.json keeps it): the TD update's path, the device, and each masked
+        layer's backend as training starts (auto decides again when a mask changes)."""
+        reason = autograd_reason(self.q)
+        return {"update": f"autograd ({reason})" if reason else "hand-derived", "device": str(self.device),
+                "backends": {name: layer.backend for name, layer in self.engine.layers().items()}}
+
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed in a run directory: the config's fingerprint and seed."""
         return {"fingerprint": self.config.fingerprint(), "seed": self.config.seed}
@@ -227,7 +235,7 @@ def create(config: Config, out: Path) -> tuple[Agent, Path]:
     check_output_root(out)
     agent = Agent(config)
     try:
-        return agent, rundir.create(config, out, agent.q.capacity(), asdict(agent.structure))
+        return agent, rundir.create(config, out, agent.q.capacity(), asdict(agent.structure), agent.execution())
     except rundir.DiskFull:
         raise OutOfSpace(f"no space left on the device for a new run under {out}; nothing was written; "
                          f"free space and run the same command again") from None
@@ -266,6 +274,9 @@ def _checkpoint_identity(state: dict) -> dict[str, Any] | None:
 def train(agent: Agent, path: Path) -> None:
     """Train from where `agent` is to the end, writing the run directory `path`."""
     config, c = agent.config, agent.counters
+    if isinstance(agent.td, AutogradTD):
+        print(f"{path.name}: the TD update takes autograd, slower than the hand-derived one: "
+              f"{autograd_reason(agent.q)}", file=sys.stderr, flush=True)
     progress = Progress(config.frames, c.frame, path.name, config.log_every)
     for row in c.episode_rows[-20:]:
         progress.episode(row[2])

@@ -37,10 +37,12 @@ def run_name(config: Config) -> str:
     return f"{config.game}-{config.structure}-{config.weights}-s{config.seed}-{config.fingerprint()}"
 
 
-def create(config: Config, out: Path, capacity: dict[str, Any], structure_options: dict[str, Any]) -> Path:
+def create(config: Config, out: Path, capacity: dict[str, Any], structure_options: dict[str, Any],
+           execution: dict[str, Any]) -> Path:
     """Make the run's folder with its config.json; nothing is left behind if this fails.
     `structure_options` are every option of the structure with the value the run uses (the config
-    holds the given ones only, so that adding an option later keeps existing runs' names)."""
+    holds the given ones only, so that adding an option later keeps existing runs' names);
+    `execution` is how it computes (Agent.execution)."""
     check_output_root(out)
     path = out / run_name(config)
     if is_complete(path):
@@ -53,7 +55,7 @@ def create(config: Config, out: Path, capacity: dict[str, Any], structure_option
     try:
         write_json(staging / CONFIG, {"config": config.to_dict(), "fingerprint": config.fingerprint(),
                                       "structure": {"name": config.structure, "options": structure_options},
-                                      "capacity": capacity,
+                                      "capacity": capacity, "execution": execution,
                                       "versions": package_versions(), "git_commit": git_commit(),
                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         (staging / "masks").mkdir()

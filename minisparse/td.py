@@ -51,7 +51,7 @@ def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamm
 
 def make_td(q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool) -> AutogradTD | FastTD:
     """The fast update where the network allows it, else autograd."""
-    return FastTD(q, target, gamma, frozen_structured) if supports(q) else AutogradTD(q, target, gamma)
+    return AutogradTD(q, target, gamma) if autograd_reason(q) else FastTD(q, target, gamma, frozen_structured)
 
 
 class AutogradTD:
@@ -76,18 +76,23 @@ class AutogradTD:
         return int(self.q(torch.from_numpy(observation).to(device).unsqueeze(0)).argmax(1).item())
 
 
-def supports(q: QNetwork) -> bool:
-    """Whether FastTD covers `q`: its layer types, on a CPU (the loss gradient is a CPU loop)."""
+def autograd_reason(q: QNetwork) -> str | None:
+    """Why FastTD does not cover `q` (its layer types, a CPU: the loss gradient is a CPU loop), or None."""
     structured = q.structured
-    unscored = isinstance(structured, MaskedLinear) and structured.score is None
-    return ((isinstance(structured, SharedConv) or unscored)
-            and type(q.hidden) is nn.Linear and type(q.head) is nn.Linear
-            and q.head.weight.device.type == "cpu")
+    if q.head.weight.device.type != "cpu":
+        return f"the hand-derived update runs on a CPU, this network is on {q.head.weight.device.type}"
+    if isinstance(structured, MaskedLinear) and structured.score is not None:
+        return "the structured layer learns scores through gates"
+    if not isinstance(structured, (MaskedLinear, SharedConv)):
+        return f"the structured layer is a {type(structured).__name__}"
+    if type(q.hidden) is not nn.Linear or type(q.head) is not nn.Linear:
+        return "the hidden layer is sparse"
+    return None
 
 
 class FastTD:
     """What AutogradTD gives (loss, mean Q(s, a), the trainable parameters' .grad, greedy actions),
-    computed by hand for the networks `supports` accepts.
+    computed by hand for the networks `autograd_reason` passes.
 
     The structured layer does its own products (`feature_major` and `feature_major_gradients`: a
     shared conv's unfolded matrix product, a masked layer's product over the present connections and

@@ -7,7 +7,7 @@ import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.td import AutogradTD, FastTD, supports, td_loss
+from minisparse.td import AutogradTD, FastTD, autograd_reason, td_loss
 
 
 def random_batch(agent: Agent, seed: int) -> tuple[torch.Tensor, ...]:
@@ -54,13 +54,14 @@ def test_fast_td_gives_autograds_loss_and_gradients(structure, weights, activati
     assert all(p.grad is None for p in agent.q.structured.parameters()) == frozen
 
 
-@pytest.mark.parametrize("config", [
-    dict(structure="supermask", weights="fixed"),       # scores: straight-through gates
-    dict(structure="random", sparse_hidden=True),       # a masked hidden layer
+@pytest.mark.parametrize("config, reason", [
+    (dict(structure="supermask", weights="fixed"), "scores through gates"),
+    (dict(structure="random", sparse_hidden=True), "hidden layer is sparse"),
 ])
-def test_networks_the_fast_update_does_not_cover_take_autograd(config):
+def test_networks_the_fast_update_does_not_cover_take_autograd(config, reason):
     agent = Agent(Config(**config))
-    assert not supports(agent.q) and not isinstance(agent.td, FastTD)
+    assert reason in autograd_reason(agent.q) and not isinstance(agent.td, FastTD)
+    assert agent.execution()["update"] == f"autograd ({autograd_reason(agent.q)})"
     before = [p.detach().clone() for p in agent.trainable]
     loss, _ = agent.td(random_batch(agent, 0))
     assert np.isfinite(loss.item())

@@ -27,6 +27,7 @@ def test_run_directory_says_everything(tiny_run):
     defaults = dataclasses.asdict(make_structure("random", {}))
     assert config["config"]["structure_options"] == {} and defaults  # given: none; recorded: every one
     assert config["structure"] == {"name": "random", "options": defaults}
+    assert config["execution"] == {"update": "hand-derived", "device": "cpu", "backends": {"structured": "sparse"}}
     eps = episodes(tiny_run)
     assert list(eps.columns) == ["frame", "episode", "return", "length", "epsilon", "seconds"]
     assert eps["frame"].is_monotonic_increasing and eps["frame"].iloc[-1] <= 3000
@@ -157,3 +158,13 @@ def test_a_run_ends_with_a_summary_of_its_frames_speed_and_returns(tmp_path):
     assert line.startswith("3,000 frames in 0:00:")
     assert (f"mean return of the first and last {tenth} of {len(rows)} episodes: {early:.2f} -> {late:.2f} "
             f"(random policy, before learning: {random_policy:.2f})") in line
+
+
+def test_a_run_on_the_autograd_update_says_so_once_and_records_it(tmp_path):
+    result = minisparse("run", "--structure", "supermask", "--weights", "fixed", "--out", str(tmp_path), *TINY,
+                        "--frames", "600")
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "takes autograd" in line]
+    assert len(notes) == 1 and "learns scores through gates" in notes[0]
+    execution = json.loads((only_run(tmp_path) / "config.json").read_text())["execution"]
+    assert execution["update"] == "autograd (the structured layer learns scores through gates)"
