@@ -15,8 +15,8 @@ states come from one product, and no gradient flows into it. Acting's greedy act
 binary frame is a compiled loop that adds up the weights of the frame's few active inputs.
 
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
-sparse one the products run over the present connections and each sample's nonzero inputs only,
-in compiled loops), the dense hidden layer and head,
+sparse one the products run over the present connections in compiled loops that skip the
+inputs a batch leaves at zero), the dense hidden layer and head,
 and relu or leaky relu, on a CPU. Other networks (scored layers, a sparse hidden layer, plug-in
 layer types, other devices) take autograd; tests/test_td.py checks that both give the same
 loss, gradients and actions.
@@ -95,8 +95,8 @@ class FastTD:
     computed by hand for the networks `autograd_reason` passes.
 
     The structured layer does its own products (`feature_major` and `feature_major_gradients`: a
-    shared conv's unfolded matrix product, a masked layer's product over the present connections and
-    the samples' nonzero inputs), and torch does the hidden layer's for the online and the target
+    shared conv's unfolded matrix product, a masked layer's product over the present connections of
+    the inputs that are on somewhere in the batch), and torch does the hidden layer's for the online and the target
     network, its weight gradient and, when the structured layer trains, its input gradient. Between them,
     the head, the loss and the activations' gradients are compiled loops (kernels.py). The
     hidden and head gradients live in buffers kept between updates. The loops read the
