@@ -31,6 +31,7 @@ class SparsityEngine:
         self._float_masks: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
         found = {name: getattr(network, name) for name in specs}
         self._layers = {name: layer for name, layer in found.items() if isinstance(layer, MaskedLinear)}
+        self._changing = {name: layer for name, layer in self._layers.items() if not self.frozen(name)}
         if specs["structured"].fixed:
             for name, parameter in network.structured.named_parameters():
                 if name != "score":
@@ -92,13 +93,14 @@ class SparsityEngine:
         return structure.learns_connectivity and structure.is_update_step(self.step, self.specs[name])
 
     def before_backward(self) -> None:
-        """Ask sparse-backend layers for the dense gradient on the steps that read it."""
-        for name, layer in self.layers().items():
+        """Ask sparse-backend layers for the dense gradient on the steps that read it. These hooks skip
+        frozen layers: they get no gradient and never change."""
+        for name, layer in self._changing.items():
             layer.dense_gradient = self.wants_dense_gradient(name)
 
     def before_step(self) -> None:
         """Record what connectivity updates need, then keep absent connections' gradients at zero."""
-        for name, layer in self.layers().items():
+        for name, layer in self._changing.items():
             if self.wants_dense_gradient(name):
                 self._signals[name] = _signals(layer)
             mask = self._float_mask(layer)
@@ -110,7 +112,7 @@ class SparsityEngine:
         """Apply L1 penalties, re-impose masks after the optimizer moved weights, then apply
         connectivity updates. A scored layer's gate already hides the weights off its mask; they
         keep their values so that their scores still get a gradient (edge-popup)."""
-        for name, layer in self.layers().items():
+        for name, layer in self._changing.items():
             if layer.compact_gradient:
                 layer.store_present()
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
