@@ -130,15 +130,6 @@ def greedy_action(features: Array, hidden_weight: Array, hidden_bias: Array, hea
 
 
 @numba.njit(cache=True, nogil=True)
-def store_moved(destination: Array, index: Array, values: Array, grad: Array) -> None:  # pragma: no cover
-    """destination[index[k]] = values[k] where grad[k] != 0: an RMSprop step leaves a weight with zero
-    gradient exactly as it was, and most of a layer's inputs are off in a whole batch."""
-    for k in range(index.size):
-        if grad[k] != 0:
-            destination[index[k]] = values[k]
-
-
-@numba.njit(cache=True, nogil=True)
 def input_sparse_product(x: Array, column_starts: Array, rows: Array, weights: Array, bias: Array,
                          out: Array) -> None:  # pragma: no cover - compiled
     """out (units, samples) = W x^T + b for a batch x (samples, inputs), W's present connections given

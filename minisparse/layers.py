@@ -118,7 +118,7 @@ class MaskedLinear(nn.Module):
         """The weights of the present connections (`Connections.flat` order), kept until the weight changes
         through torch (load_state_dict, the engine, an optimizer's torch step advance its version counter).
         A weight trained on the compact path is stepped here, in this contiguous copy, by the optimizer
-        (optim.RMSprop.compact), and `store_present` writes the result back; any other trained weight is
+        (optim.RMSprop.compact), which writes what it moves into the weight too; any other trained weight is
         stepped in place by compiled loops that the version counter does not see, so it is gathered afresh."""
         flat = self.connections().flat
         weight = self.weight.detach()
@@ -133,17 +133,6 @@ class MaskedLinear(nn.Module):
     def present(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat indices (row * in + column) and weights of the present connections: what a compact optimizer steps."""
         return self.connections().flat, self.present_weights()
-
-    def store_present(self) -> None:
-        """Write the present weights that a compact optimizer step moved back into the weight: those with a
-        nonzero gradient (a compiled loop on the CPU, which leaves the version counter, and so the cached
-        present weights, as they are)."""
-        flat, values = self.present()
-        grad = self.weight.grad
-        if grad is None:
-            return
-        grad = grad._values() if grad.is_sparse else grad.reshape(-1).index_select(0, flat)
-        kernels.store_moved(self.weight.detach().view(-1).numpy(), flat.numpy(), values.numpy(), grad.numpy())
 
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""

@@ -30,7 +30,8 @@ class RMSprop(torch.optim.Optimizer):
 
     A parameter registered in `compact` (a sparse-backend layer's weight) is stepped over its present
     connections only: its callable returns their flat indices and their values, a contiguous tensor
-    that the layer multiplies by and writes back into the weight itself (MaskedLinear.present_weights).
+    that the layer multiplies by (MaskedLinear.present_weights); each value the step moves is also
+    written to its place in the parameter, so the dense weight stays current.
     Its gradient is dense or a sparse tensor of exactly those entries in that order
     (`Connections.compact`), and its state is kept in that order too: stepping contiguous vectors
     instead of scattered entries of dense ones was most of the sparse backend's optimizer cost.
@@ -51,16 +52,17 @@ class RMSprop(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad, value = p.grad, p.detach()
+                grad, value, weight, index = p.grad, p.detach(), None, None
                 if p in self.compact:
                     index, value = self.compact[p]()
                     self._arrange(p, index)
                     grad = grad._values() if grad.is_sparse else grad.reshape(-1).index_select(0, index)
+                    weight, index = _flat(p), index.numpy()
                 else:
                     self._arrange(p, None)
                 square_avg, grad_avg, count = self._state_views(p, group)
                 _rmsprop_step(_flat(value), _flat(grad), square_avg, grad_avg, count,
-                              group["lr"], group["alpha"], group["eps"])
+                              group["lr"], group["alpha"], group["eps"], weight, index)
 
     def state_dict(self) -> dict:
         """torch's RMSprop state: compact state is saved as the dense tensors it stands for."""
@@ -123,9 +125,11 @@ def _scatter(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> t
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps):  # pragma: no cover - compiled
+def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps, weight, index):  # pragma: no cover
     """torch's RMSprop arithmetic for every entry; grad_avg None: not centered.
-    `count` is the step counter torch keeps (a one-element view), advanced here.
+    `count` is the step counter torch keeps (a one-element view), advanced here. With `index` (a compact
+    parameter's present connections), each entry that moves is also written to weight[index[i]]: an entry
+    with zero gradient does not move, and most of a sparse layer's inputs are off in a whole batch.
 
     The variance is lifted to at least (eps * 2^-30)^2 before the root: the root of anything
     smaller is under half an ulp of eps, so sqrt(.) + eps is unchanged, while a variance that
@@ -143,3 +147,5 @@ def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps):  # 
             grad_avg[i] = a
             s = s - a * a
         value[i] = value[i] - lr * (g / (np.sqrt(max(s, floor)) + eps))
+        if index is not None and g != 0:
+            weight[index[i]] = value[i]

@@ -62,7 +62,7 @@ class SparsityEngine:
         An optimizer that can step present connections only (optim.RMSprop) does so for sparse-backend
         layers, from their compact gradients, when absent connections' state is kept at zero (a dense
         step would decay the stale state the ablation keeps); their absent weights then never move, so
-        nothing needs re-masking, and the stepped present weights are written back after each step."""
+        nothing needs re-masking."""
         compact = getattr(self.optimizer, "compact", None)
         for name, layer in self.layers().items():
             layer.backend = backend_for(layer, self.backend)
@@ -113,8 +113,6 @@ class SparsityEngine:
         connectivity updates. A scored layer's gate already hides the weights off its mask; they
         keep their values so that their scores still get a gradient (edge-popup)."""
         for name, layer in self._changing.items():
-            if layer.compact_gradient:
-                layer.store_present()
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
             if strength > 0:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,
