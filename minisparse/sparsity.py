@@ -104,21 +104,23 @@ class SparsityEngine:
             if self.wants_dense_gradient(name):
                 self._signals[name] = _signals(layer)
             mask = self._float_mask(layer)
-            if mask is not None and layer.weight.grad is not None and not layer.weight.grad.is_sparse:
+            if mask is not None and layer.weight.grad is not None and not layer.gradient_is_masked():
                 layer.weight.grad.mul_(mask)
 
     @torch.no_grad()
     def after_step(self) -> None:
         """Apply L1 penalties, re-impose masks after the optimizer moved weights, then apply
         connectivity updates. A scored layer's gate already hides the weights off its mask; they
-        keep their values so that their scores still get a gradient (edge-popup)."""
+        keep their values so that their scores still get a gradient (edge-popup). With the optimizer's
+        state masked, a step cannot move an absent weight (its gradient and state are zero, and no
+        optimizer here decays weights), so re-masking would change nothing and is skipped."""
         for name, layer in self._changing.items():
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
             if strength > 0:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,
                                 strength * self.optimizer.param_groups[0]["lr"])
             mask = self._float_mask(layer)
-            if mask is not None and layer.weight.requires_grad and not layer.compact_gradient and layer.score is None:
+            if mask is not None and layer.weight.requires_grad and layer.score is None and not self.mask_optimizer_state:
                 layer.weight.mul_(mask)
             signals = self._signals.pop(name, None)
             if signals is not None:

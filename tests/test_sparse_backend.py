@@ -191,3 +191,20 @@ def test_the_no_state_masking_ablation_steps_every_entry_on_either_backend():
     for name in ("square_avg", "grad_avg"):
         torch.testing.assert_close(saved_state(runs["sparse"], sparse.weight)[name],
                                    saved_state(runs["dense"], dense.weight)[name], rtol=1e-4, atol=1e-9)
+
+
+def test_adam_steps_present_connections_only_with_the_dense_backends_results():
+    """Adam's compact step (SET at 90%, moments masked): the dense backend's losses, weights and moments."""
+    settings = dict(structure="set", structure_options={"period": 20}, sparsity=0.9, optimizer="adam", frames=2000)
+    dense, dense_losses = run_agent("dense", 60, **settings)
+    sparse, sparse_losses = run_agent("sparse", 60, **settings)
+    layer = sparse.q.structured
+    assert layer.weight in sparse.optimizer.compact and sparse.engine.topology_changes >= 2
+    assert torch.equal(layer.mask, dense.q.structured.mask)
+    assert sparse_losses == pytest.approx(dense_losses, rel=1e-4, abs=1e-6)
+    for a, b in zip(sparse.q.parameters(), dense.q.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    state, expected = saved_state(sparse, layer.weight), saved_state(dense, dense.q.structured.weight)
+    for name in ("exp_avg", "exp_avg_sq"):
+        assert state[name].shape == layer.weight.shape and state[name][~layer.mask].abs().max() == 0
+        torch.testing.assert_close(state[name], expected[name], rtol=1e-4, atol=1e-9)

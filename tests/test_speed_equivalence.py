@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.optim import RMSprop
+from minisparse.optim import Adam, RMSprop
 from minisparse.layers import MaskedLinear, SharedConv
 
 
@@ -114,3 +114,31 @@ def test_rmsprop_matches_torchs_and_shares_its_checkpoints():
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
             torch.testing.assert_close(fast.state[a]["square_avg"], plain.state[b]["square_avg"], rtol=1e-6, atol=0)
         fast.load_state_dict(plain.state_dict())  # checkpoints of either load into the other
+
+
+def test_adam_matches_torchs_and_shares_its_checkpoints():
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(16, 4, 3, 3), (16,), (128, 1024), (128,), (6, 128), (6,)]
+    ours = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
+    stock = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    fast = Adam(ours, lr=2.5e-4, betas=(0.9, 0.999), eps=3.125e-4)
+    plain = torch.optim.Adam(stock, lr=2.5e-4, betas=(0.9, 0.999), eps=3.125e-4, foreach=False)
+    for step in range(12):
+        for a, b in zip(ours, stock):
+            a.grad = torch.randn(a.shape, generator=generator) * (step % 3 != 2)  # zero gradients move by momentum
+            b.grad = a.grad.clone()
+        fast.step()
+        plain.step()
+    for a, b in zip(ours, stock):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        for name in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(fast.state[a][name], plain.state[b][name], rtol=1e-6, atol=1e-7)  # torch lerps with an fma
+        assert float(fast.state[a]["step"]) == float(plain.state[b]["step"]) == 12
+    fast.load_state_dict(copy.deepcopy(plain.state_dict()))  # checkpoints written with torch's Adam load
+    for a, b in zip(ours, stock):
+        a.grad = torch.randn(a.shape, generator=generator)
+        b.grad = a.grad.clone()
+    fast.step()
+    plain.step()
+    for a, b in zip(ours, stock):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
