@@ -96,49 +96,49 @@ def test_fast_update_matches_the_plain_reference(structure, weights, backend, sp
     assert agent.counters.updates == 160
 
 
-def test_rmsprop_matches_torchs_and_shares_its_checkpoints():
-    generator = torch.Generator().manual_seed(0)
-    shapes = [(16, 4, 3, 3), (16,), (128, 1024), (128,), (6, 128), (6,)]
-    for centered in (True, False):
-        ours = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
-        stock = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-        fast = RMSprop(ours, lr=2.5e-4, alpha=0.95, eps=0.01, centered=centered)
-        plain = torch.optim.RMSprop(stock, lr=2.5e-4, alpha=0.95, eps=0.01, centered=centered, foreach=False)
-        for _ in range(10):
-            for a, b in zip(ours, stock):
-                a.grad = torch.randn(a.shape, generator=generator)
-                b.grad = a.grad.clone()
-            fast.step()
-            plain.step()
-        for a, b in zip(ours, stock):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-            torch.testing.assert_close(fast.state[a]["square_avg"], plain.state[b]["square_avg"], rtol=1e-6, atol=0)
-        fast.load_state_dict(plain.state_dict())  # checkpoints of either load into the other
+SHAPES = [(16, 4, 3, 3), (16,), (128, 1024), (128,), (6, 128), (6,)]
 
 
-def test_adam_matches_torchs_and_shares_its_checkpoints():
-    generator = torch.Generator().manual_seed(0)
-    shapes = [(16, 4, 3, 3), (16,), (128, 1024), (128,), (6, 128), (6,)]
-    ours = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in shapes]
-    stock = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    fast = Adam(ours, lr=2.5e-4, betas=(0.9, 0.999), eps=3.125e-4)
-    plain = torch.optim.Adam(stock, lr=2.5e-4, betas=(0.9, 0.999), eps=3.125e-4, foreach=False)
-    for step in range(12):
+def parameter_pairs(generator: torch.Generator) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    ours = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in SHAPES]
+    return ours, [torch.nn.Parameter(p.detach().clone()) for p in ours]
+
+
+def step_both(fast: torch.optim.Optimizer, plain: torch.optim.Optimizer, generator: torch.Generator,
+              steps: int, zero_every: int = 0) -> None:
+    """Give both optimizers' parameters the same random gradients (all zero every `zero_every`-th step) and step."""
+    ours, stock = fast.param_groups[0]["params"], plain.param_groups[0]["params"]
+    for step in range(steps):
         for a, b in zip(ours, stock):
-            a.grad = torch.randn(a.shape, generator=generator) * (step % 3 != 2)  # zero gradients move by momentum
+            a.grad = torch.randn(a.shape, generator=generator) * float(not zero_every or step % zero_every)
             b.grad = a.grad.clone()
         fast.step()
         plain.step()
     for a, b in zip(ours, stock):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-        for name in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(fast.state[a][name], plain.state[b][name], rtol=1e-6, atol=1e-7)  # torch lerps with an fma
+
+
+def test_rmsprop_matches_torchs_and_shares_its_checkpoints():
+    generator = torch.Generator().manual_seed(0)
+    for centered in (True, False):
+        ours, stock = parameter_pairs(generator)
+        fast = RMSprop(ours, lr=2.5e-4, alpha=0.95, eps=0.01, centered=centered)
+        plain = torch.optim.RMSprop(stock, lr=2.5e-4, alpha=0.95, eps=0.01, centered=centered, foreach=False)
+        step_both(fast, plain, generator, 10)
+        for a, b in zip(ours, stock):
+            torch.testing.assert_close(fast.state[a]["square_avg"], plain.state[b]["square_avg"], rtol=1e-6, atol=0)
+        fast.load_state_dict(plain.state_dict())  # checkpoints of either load into the other
+
+
+def test_adam_matches_torchs_and_loads_its_checkpoints():
+    generator = torch.Generator().manual_seed(0)
+    ours, stock = parameter_pairs(generator)
+    fast = Adam(ours, lr=2.5e-4, betas=(0.9, 0.999), eps=3.125e-4)
+    plain = torch.optim.Adam(stock, lr=2.5e-4, betas=(0.9, 0.999), eps=3.125e-4, foreach=False)
+    step_both(fast, plain, generator, 12, zero_every=3)  # a zero gradient still moves by momentum
+    for a, b in zip(ours, stock):
+        for name in ("exp_avg", "exp_avg_sq"):  # torch lerps with an fma: a rounding apart
+            torch.testing.assert_close(fast.state[a][name], plain.state[b][name], rtol=1e-6, atol=1e-7)
         assert float(fast.state[a]["step"]) == float(plain.state[b]["step"]) == 12
-    fast.load_state_dict(copy.deepcopy(plain.state_dict()))  # checkpoints written with torch's Adam load
-    for a, b in zip(ours, stock):
-        a.grad = torch.randn(a.shape, generator=generator)
-        b.grad = a.grad.clone()
-    fast.step()
-    plain.step()
-    for a, b in zip(ours, stock):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    fast.load_state_dict(copy.deepcopy(plain.state_dict()))
+    step_both(fast, plain, generator, 2)
