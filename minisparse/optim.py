@@ -136,7 +136,9 @@ class RMSprop(CompactOptimizer):
     def update(self, value, grad, state, group, weight, index) -> None:
         count, square_avg, *grad_avg = state
         _rmsprop_step(value, grad, square_avg, grad_avg[0] if grad_avg else None, count,
-                      group["lr"], group["alpha"], group["eps"], weight, index)
+                      group["lr"], group["alpha"], group["eps"])
+        if index is not None:
+            _write_back(weight, index, value, grad)
 
 
 class Adam(CompactOptimizer):
@@ -155,7 +157,9 @@ class Adam(CompactOptimizer):
         step_size = group["lr"] / (1 - beta1 ** float(count[0]))
         correction2_root = (1 - beta2 ** float(count[0])) ** 0.5
         _adam_step(value, grad, exp_avg, exp_avg_sq, 1 - beta1, beta2, 1 - beta2, step_size, correction2_root,
-                   group["eps"], weight, index)
+                   group["eps"])
+        if index is not None:
+            _write_back(weight, index, value, exp_avg)
 
 
 def _flat(tensor: torch.Tensor) -> np.ndarray:
@@ -169,11 +173,9 @@ def _scatter(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> t
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps, weight, index):  # pragma: no cover
+def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps):  # pragma: no cover - compiled
     """torch's RMSprop arithmetic for every entry; grad_avg None: not centered.
-    `count` is the step counter torch keeps (a one-element view), advanced here. With `index` (a compact
-    parameter's present connections), each entry that moves is also written to weight[index[i]]: an entry
-    with zero gradient does not move, and most of a sparse layer's inputs are off in a whole batch.
+    `count` is the step counter torch keeps (a one-element view), advanced here.
 
     The variance is lifted to at least (eps * 2^-30)^2 before the root: the root of anything
     smaller is under half an ulp of eps, so sqrt(.) + eps is unchanged, while a variance that
@@ -191,16 +193,13 @@ def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps, weig
             grad_avg[i] = a
             s = s - a * a
         value[i] = value[i] - lr * (g / (np.sqrt(max(s, floor)) + eps))
-        if index is not None and g != 0:
-            weight[index[i]] = value[i]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _adam_step(value, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_minus_beta2, step_size,
-               correction2_root, eps, weight, index):  # pragma: no cover - compiled
+               correction2_root, eps):  # pragma: no cover - compiled
     """torch's Adam arithmetic for every entry: 1 - beta and the bias corrections (folded into `step_size`
-    and `correction2_root`) are computed in double, as torch does, and used as float32. With `index`, each
-    entry that moves (nonzero first moment) is also written to weight[index[i]], as in `_rmsprop_step`."""
+    and `correction2_root`) are computed in double, as torch does, and used as float32."""
     one_minus_beta1, beta2, one_minus_beta2 = np.float32(one_minus_beta1), np.float32(beta2), np.float32(one_minus_beta2)
     eps, step_size, correction2_root = np.float32(eps), np.float32(step_size), np.float32(correction2_root)
     for i in range(value.size):
@@ -210,5 +209,13 @@ def _adam_step(value, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_min
         exp_avg[i] = m
         exp_avg_sq[i] = v
         value[i] = value[i] - step_size * (m / (np.sqrt(v) / correction2_root + eps))
-        if index is not None and m != 0:
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_back(weight, index, value, moved):  # pragma: no cover - compiled
+    """weight[index[i]] = value[i] where moved[i] != 0: a compact step moves an entry only where its gradient
+    (RMSprop) or first moment (Adam) is nonzero, and most of a sparse layer's inputs are off in a whole batch.
+    A pass of its own, so that the step's loop stays vector code."""
+    for i in range(index.size):
+        if moved[i] != 0:
             weight[index[i]] = value[i]
