@@ -153,7 +153,8 @@ def _load(path: Path, name: str) -> Any:
 
 
 def configurations(game: str, structures: list[str], weights: list[str], sparsities: list[float | None],
-                   backends: list[str], seed: int, prefill: int) -> Iterator[tuple[Row, Config]]:
+                   backends: list[str], seed: int, prefill: int, optimizer: str = "rmsprop"
+                   ) -> Iterator[tuple[Row, Config]]:
     """The grid; a structure that ignores the budget (conv, dense) runs once per weight mode."""
     from minisparse.structure import structure_class
 
@@ -163,7 +164,8 @@ def configurations(game: str, structures: list[str], weights: list[str], sparsit
             for sparsity in (sparsities if budgeted else [None]):
                 for backend in (backends if budgeted else ["dense"]):
                     config = Config(game=game, structure=structure, weights=weight, sparsity=sparsity,
-                                    backend=backend, seed=seed, replay_start=prefill, epsilon_frames=0,
+                                    backend=backend, optimizer=optimizer, seed=seed, replay_start=prefill,
+                                    epsilon_frames=0,
                                     epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
                     name = f"{structure} {weight}" + (f" s={sparsity:g}" if sparsity is not None else "")
                     name += f" {backend}" if budgeted else ""
@@ -174,7 +176,8 @@ def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",
                   weights: tuple[str, ...] = ("learned", "fixed"), sparsities: tuple[float | None, ...] = (None,),
                   backends: tuple[str, ...] = ("dense",), prefill: int = 5_000, frames: int = 1_000,
                   warmup: int = 200, rounds: int = 3, seed: int = 0, baseline: bool = True,
-                  minatar_script: Path | None = None, echo: Callable[[str], None] = print) -> list[Row]:
+                  minatar_script: Path | None = None, optimizer: str = "rmsprop",
+                  echo: Callable[[str], None] = print) -> list[Row]:
     """Build every configuration (measuring its memory), then time `rounds` rounds of `frames` frames each.
 
     Rows: MinAtar's own script when given, the plain baseline unless turned off, then the grid;
@@ -190,7 +193,7 @@ def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",
         grid.append((Row(BASELINE_ROW, "conv", "learned", None, "-"),
                      lambda fill: baseline_workload(game, seed, fill)))
     for row, config in configurations(game, list(structures), list(weights), list(sparsities), list(backends),
-                                      seed, prefill):
+                                      seed, prefill, optimizer):
         grid.append((row, lambda fill, config=config: minisparse_workload(config, fill)))
     _warm_up(grid, game, min(prefill, 300))
     workloads: list[Workload] = []

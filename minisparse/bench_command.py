@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from minisparse.config import BACKENDS, CHANNELS, GAMES, WEIGHT_MODES, ConfigError
+from minisparse.config import BACKENDS, CHANNELS, GAMES, OPTIMIZERS, WEIGHT_MODES, ConfigError
 from minisparse.outputs import check_output_file
 
 
@@ -61,6 +61,8 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
 @click.option("--sparsities", default="default", show_default=True,
               help="Comma-separated sparsities of masked structures ('default' = the conv's budget).")
 @click.option("--backends", default="dense", show_default=True, help="Comma-separated backends: dense, sparse, auto.")
+@click.option("--optimizer", default="rmsprop", show_default=True, metavar="|".join(OPTIMIZERS),
+              help="Optimizer of every minisparse row (the dynamic study trains with adam).")
 @click.option("--prefill", default=5_000, show_default=True, type=click.IntRange(min=32),
               help="Random frames stored before timing (the replay start).")
 @click.option("--frames", default=1_000, show_default=True, type=click.IntRange(min=1),
@@ -78,7 +80,8 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
                    "(per weight mode: a trained layer's update, a frozen one's forward).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the results as JSON here.")
-def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, prefill: int, frames: int,
+def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, optimizer: str,
+          prefill: int, frames: int,
           rounds: int, seed: int, baseline: bool, minatar_script: Path | None, layer_densities: str | None,
           json_path: Path | None) -> None:
     """Measure training frames/s of structures x weight modes x sparsities x backends on one CPU thread.
@@ -87,6 +90,7 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
     Examples:
       minisparse bench --structures conv,random --sparsities default,0.95 --backends dense,sparse
       minisparse bench --minatar-script MinAtar/examples/dqn.py
+      minisparse bench --structures set,rigl --sparsities 0.9 --backends auto --optimizer adam
     """
     import numpy as np
     import torch
@@ -101,6 +105,8 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
     chosen = _names(structures, tuple(available()), "structure")
     modes = _names(weights, WEIGHT_MODES, "weight mode")
     chosen_backends = _names(backends, BACKENDS, "backend")
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
     densities = _densities(layer_densities) if layer_densities else ()
     if json_path is not None:
         check_output_file(json_path)
@@ -108,11 +114,12 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
         raise ConfigError(f"the baseline needs a source checkout ({BASELINE_FILE} is missing); use --no-baseline")
     rows = run_benchmark(game, chosen, modes, _floats(sparsities), chosen_backends, prefill, frames,
                          rounds=rounds, seed=seed, baseline=baseline, minatar_script=minatar_script,
-                         echo=lambda m: click.echo(m, err=True))
-    click.echo(f"\n{game}, batch 32, prefill {prefill}, {frames} frames x {rounds} rounds, 1 thread, "
+                         optimizer=optimizer, echo=lambda m: click.echo(m, err=True))
+    click.echo(f"\n{game}, {optimizer}, batch 32, prefill {prefill}, {frames} frames x {rounds} rounds, 1 thread, "
                f"frames/s in CPU time (best round); x base = ratio to the first row\n")
     click.echo(format_table(rows))
-    result: dict[str, Any] = {"game": game, "prefill": prefill, "frames": frames, "rounds": rounds,
+    result: dict[str, Any] = {"game": game, "optimizer": optimizer, "prefill": prefill, "frames": frames,
+                              "rounds": rounds,
                               "torch": torch.__version__, "numpy": np.__version__,
                               "rows": [asdict(r) for r in rows]}
     if densities:

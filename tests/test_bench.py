@@ -100,6 +100,7 @@ def test_bench_writes_the_table_and_json_it_promises(tmp_path):
     (["--weights", "frozen"], ["frozen", "learned", "fixed"]),
     (["--sparsities", "lots"], ["lots"]),
     (["--game", "pong"], ["pong", "breakout"]),
+    (["--optimizer", "sgd"], ["optimizer", "sgd", "rmsprop", "adam"]),
     (["--layers", "0.05,1.5"], ["layer density", "1.5", "(0, 1]"]),
     (["--layers", "abc"], ["layer density", "abc"]),
     (["--structures", ","], ["no structure", "','", "conv"]),
@@ -143,3 +144,13 @@ def test_bench_refuses_a_file_that_is_not_minatars_script(script, expected, tmp_
                         "--minatar-script", str(script))
     assert_one_line_error(result, expected)
     assert not out.exists()
+
+
+def test_bench_rows_train_with_the_chosen_optimizer():
+    from minisparse.bench import configurations
+
+    grid = list(configurations("breakout", ["set", "conv"], ["learned"], [0.9], ["auto"], 0, 64, optimizer="adam"))
+    assert [row.name for row, _ in grid] == ["set learned s=0.9 auto", "conv learned"]
+    assert all(config.optimizer == "adam" for _, config in grid)
+    assert {config.optimizer for _, config in configurations("breakout", ["conv"], ["fixed"], [None], ["dense"], 0, 64)} \
+        == {"rmsprop"}  # the protocol's optimizer unless asked
