@@ -334,7 +334,9 @@ def diagnostics(train: pd.DataFrame, style: Style) -> Figure:
 
 
 def over_training(train: pd.DataFrame, prefixes: tuple[str, ...], style: Style, title: str) -> Figure:
-    """The train.csv columns starting with `prefixes`, a row of panels each, per game.
+    """The train.csv columns starting with `prefixes`, a row of panels each, per game; a quantity with
+    one value in every run (units without input, under static structures) is named in the caption
+    instead of drawn as a flat line.
 
     `train` holds train.csv columns per run and frame bin (stats.binned).
     """
@@ -342,6 +344,12 @@ def over_training(train: pd.DataFrame, prefixes: tuple[str, ...], style: Style, 
     long = train.melt(id_vars=["game", "weights", "structure", "path", "frame"], value_vars=columns,
                       var_name="quantity", value_name="value").dropna(subset=["value"])
     long["quantity"] = long["quantity"].map(_quantity_label)
+    values = long.groupby("quantity", sort=False)["value"]
+    constant = values.nunique()[lambda counts: counts == 1].index
+    if len(constant) == values.ngroups:  # nothing varies: draw them all rather than nothing
+        constant = constant[:0]
+    flat = [f"{quantity} is {values.first()[quantity]:g} in every run" for quantity in constant]
+    long = long[~long["quantity"].isin(constant)]
     seeds = train.groupby(["game", "weights", "structure"])["path"].nunique()
     shown = set(long["structure"])
     long["structure"] = long["structure"].map(style.labels)
@@ -355,7 +363,8 @@ def over_training(train: pd.DataFrame, prefixes: tuple[str, ...], style: Style, 
     for ax, quantity in zip(grid.axes[:, 0], grid.row_names):
         ax.set_ylabel(quantity)
     _title(grid.figure, f"{title}: mean across seeds ({seeds_note(seeds)})", None)
-    _caption(grid.figure, style.key(shown))
+    _caption(grid.figure, style.key(shown),
+             f"Not drawn: {'; '.join(label.replace(chr(10), ' ') for label in flat)}." if flat else "")
     return grid.figure
 
 

@@ -683,3 +683,17 @@ def test_a_varied_setting_gets_a_sensitivity_curve_per_structure_and_weight_mode
 def test_no_sensitivity_curve_without_a_varied_setting(compared) -> None:
     out, result = compared
     assert not any(name.startswith("sensitivity_") for name in result.tables)
+
+
+def test_a_diagnostic_with_one_value_in_every_run_is_named_not_drawn() -> None:
+    from minisparse.analysis import figures
+
+    rows = [{"game": "breakout", "weights": weights, "structure": structure, "path": f"{structure}-{weights}",
+             "frame": frame, "dormant_structured": 0.1 * frame + (structure == "conv"), "unwired_structured": 0.0}
+            for structure in ("conv", "random") for weights in ("fixed", "learned") for frame in (1, 2, 3)]
+    style = figures.Style(figures.structure_palette(pd.Series(["conv", "random"])), {"conv": "conv", "random": "random"})
+    fig = figures.diagnostics(pd.DataFrame(rows), style)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
+    assert len(labels) == 1 and labels[0].startswith("dormant share")
+    assert "Not drawn: units of the structured layer without input is 0 in every run." in \
+        "\n".join(text.get_text() for text in fig.texts)
