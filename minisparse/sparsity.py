@@ -59,10 +59,9 @@ class SparsityEngine:
     def _use_backends(self) -> None:
         """Run each masked layer on the requested backend (auto: the one predicted faster at the layer's
         current density, so a layer that pruning thins moves to sparse once sparse is faster).
-        An optimizer that can step present connections only (optim.RMSprop) does so for sparse-backend
-        layers, from their compact gradients, when absent connections' state is kept at zero (a dense
-        step would decay the stale state the ablation keeps); their absent weights then never move, so
-        nothing needs re-masking."""
+        An optimizer that can step present connections only (optim.RMSprop, optim.Adam) does so for
+        sparse-backend layers, from their compact gradients, when absent connections' state is kept at
+        zero (a dense step would decay the stale state the ablation keeps)."""
         compact = getattr(self.optimizer, "compact", None)
         for name, layer in self.layers().items():
             layer.backend = backend_for(layer, self.backend)

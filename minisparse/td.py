@@ -96,10 +96,10 @@ class FastTD:
 
     The structured layer does its own products (`feature_major` and `feature_major_gradients`: a
     shared conv's unfolded matrix product, a masked layer's product over the present connections of
-    the inputs that are on somewhere in the batch), and torch does the hidden layer's for the online and the target
-    network, its weight gradient and, when the structured layer trains, its input gradient. Between them,
-    the head, the loss and the activations' gradients are compiled loops (kernels.py). The
-    hidden and head gradients live in buffers kept between updates. The loops read the
+    the inputs that are on somewhere in the batch), and torch does the hidden layer's for the online
+    and the target network, its weight gradient and, when the structured layer trains, its input
+    gradient. Between them, the head, the loss and the activations' gradients are compiled loops
+    (kernels.py). The hidden and head gradients live in buffers kept between updates. The loops read the
     parameters through numpy views made once: every change to a parameter (optimizer steps,
     target syncs, checkpoint loads, the engine) is in place, so the views stay current.
     """
