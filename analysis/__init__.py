@@ -23,12 +23,14 @@ _EXPORTS = {
                "iqm", "paired_differences", "performance_table", "probability_of_improvement", "rank_table",
                "run_scores", "sensitivity", "varied_settings"),
     ".capacity": ("capacity_table", "capacity_warning"),
+    ".claims": ("claim_evidence", "claim_verdicts"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
 
 if TYPE_CHECKING:
     from .capacity import capacity_table, capacity_warning
+    from .claims import claim_evidence, claim_verdicts
     from .comparison import Comparison, compare
     from .export import export_study
     from .load import BrokenRunWarning, NoRunsError, find_runs, load_capacity, load_eval, load_runs, load_train

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from . import figures
 from .capacity import capacity_table, capacity_warning
+from .claims import claim_evidence, claim_verdicts
 from .load import (BrokenRunWarning, NoRunsError, Paths, Run, find_runs, load_capacity, load_eval, load_runs,
                    load_train, mask_snapshots, run_path)
 from .pictures import draw_run_masks
@@ -97,6 +98,14 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         table("ranks", ranks, "Rank of each structure's final performance (1 = best) under fixed "
               "and learned weights; rank_change = fixed rank - learned rank")
         figure("fixed_vs_learned", lambda: figures.interaction(ranks, style, figure_warning))
+
+    evidence = claim_evidence(episodes, last_fraction, reps, seed=seed)
+    if not evidence.empty:
+        table("claims", claim_verdicts(evidence), "The study protocol's claims: verdict at this budget from the "
+              f"comparisons in claim_evidence (95% CIs; {seeds})")
+        table("claim_evidence", evidence, "Each comparison behind a claim: P(x > y) of final scores (stratified by "
+              "game and other settings) with its 95% bootstrap CI, or how often resamples agree on one best "
+              "structure; supports or contradicts only when the CI (or 95% of resamples) is on one side")
 
     for setting in varied_settings(episodes):
         name = setting.removeprefix("option.")

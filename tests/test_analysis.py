@@ -356,7 +356,7 @@ def test_variants_split_runs_of_one_structure_with_different_settings(tmp_path: 
 
 FIGURES = ("learning_curves", "final_performance", "probability_of_improvement", "fixed_vs_learned",
            "connectivity")
-TABLES = ("final_performance", "probability_of_improvement", "ranks", "capacity")
+TABLES = ("final_performance", "probability_of_improvement", "ranks", "capacity", "claims", "claim_evidence")
 
 
 @pytest.fixture(scope="module")

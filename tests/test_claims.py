@@ -1,0 +1,122 @@
+"""The protocol's claims get the verdicts their planted scores call for, and only with enough seeds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from minisparse.analysis import claim_evidence, claim_verdicts, load_runs
+from tests.test_analysis import write_run
+
+
+def planted(root: Path, cells: dict[tuple, list[float]]) -> pd.DataFrame:
+    """Runs whose scores are `cells[(game, structure, weights, settings...)]`, one per seed."""
+    for (game, structure, weights, *settings), finals in cells.items():
+        for seed, final in enumerate(finals):
+            write_run(root, game=game, structure=structure, weights=weights, seed=seed, final=float(final),
+                      **dict(settings))
+    return load_runs(root)
+
+
+def evidence_of(episodes: pd.DataFrame, claim: str) -> pd.DataFrame:
+    evidence = claim_evidence(episodes, reps=500)
+    return evidence[evidence["claim"] == claim].set_index("comparison")
+
+
+def verdict_of(episodes: pd.DataFrame, claim_text_start: str) -> str:
+    verdicts = claim_verdicts(claim_evidence(episodes, reps=500))
+    return verdicts.loc[verdicts["claim"].str.startswith(claim_text_start), "verdict"].item()
+
+
+HIGH, LOW = [10, 11, 12], [1, 2, 3]
+
+
+def test_sparse_beats_dense_needs_every_sparse_structure_above_dense(tmp_path: Path) -> None:
+    cells = {("breakout", "random", "learned"): HIGH, ("breakout", "local", "learned"): HIGH,
+             ("breakout", "dense", "learned"): LOW}
+    episodes = planted(tmp_path / "a", cells)
+    rows = evidence_of(episodes, "sparse_beats_dense")
+    assert rows.loc["random vs dense", "estimate"] == 1.0 and rows.loc["random vs dense", "ci_low"] > 0.5
+    assert set(rows["verdict"]) == {"supports"}
+    assert verdict_of(episodes, "At matched capacity") == "supported"
+
+    cells[("breakout", "local", "learned")] = [0, 0.5, 0.7]
+    episodes = planted(tmp_path / "b", cells)
+    assert evidence_of(episodes, "sparse_beats_dense").loc["local vs dense", "verdict"] == "contradicts"
+    assert verdict_of(episodes, "At matched capacity") == "mixed"
+
+
+def test_a_single_seed_decides_nothing(tmp_path: Path) -> None:
+    episodes = planted(tmp_path, {("breakout", "random", "fixed"): [9], ("breakout", "dense", "fixed"): [1],
+                                  ("breakout", "random", "learned"): [9], ("breakout", "dense", "learned"): [1]})
+    evidence = claim_evidence(episodes, reps=200)
+    assert len(evidence) and set(evidence["verdict"]) == {"undecided"}
+    assert set(claim_verdicts(evidence)["verdict"]) == {"undecided"}
+
+
+def test_the_best_structure_changes_with_the_weight_mode(tmp_path: Path) -> None:
+    cells = {("breakout", "predictive", "fixed"): HIGH, ("breakout", "conv", "fixed"): LOW,
+             ("breakout", "predictive", "learned"): LOW, ("breakout", "conv", "learned"): HIGH}
+    row = evidence_of(planted(tmp_path / "a", cells), "best_depends_on_weights").iloc[0]
+    assert row.name == "best fixed predictive, best learned conv"
+    assert row["estimate"] == 0.0 and row["verdict"] == "supports"
+
+    cells[("breakout", "predictive", "learned")] = [20, 21, 22]
+    row = evidence_of(planted(tmp_path / "b", cells), "best_depends_on_weights").iloc[0]
+    assert row.name == "best fixed predictive, best learned predictive"
+    assert row["estimate"] == 1.0 and row["verdict"] == "contradicts"
+
+    cells[("breakout", "predictive", "learned")] = [0, 11, 30]  # overlaps conv's: resamples disagree
+    row = evidence_of(planted(tmp_path / "c", cells), "best_depends_on_weights").iloc[0]
+    assert 0.05 < row["estimate"] < 0.95 and row["verdict"] == "undecided"
+
+
+def test_a_non_spatial_structure_is_tested_against_the_better_spatial_one(tmp_path: Path) -> None:
+    cells = {("breakout", "conv", "fixed"): [5, 6, 7], ("breakout", "local", "fixed"): LOW,
+             ("breakout", "random", "fixed"): HIGH, ("breakout", "dense", "fixed"): [30, 30, 30],
+             ("breakout", "conv", "learned"): HIGH, ("breakout", "local", "learned"): LOW,
+             ("breakout", "random", "learned"): LOW}
+    episodes = planted(tmp_path, cells)
+    rows = evidence_of(episodes, "spatial_not_always_best")
+    assert sorted(rows.index) == ["random vs conv", "random vs conv"]  # dense is not a sparse structure
+    assert sorted(rows["verdict"]) == ["contradicts", "supports"]
+    assert verdict_of(episodes, "The spatial structures") == "supported"  # one game and mode is enough
+
+
+def test_fixed_weights_matching_learned_ones_somewhere(tmp_path: Path) -> None:
+    cells = {("breakout", "random", "fixed"): HIGH, ("breakout", "random", "learned"): LOW,
+             ("space_invaders", "random", "fixed"): LOW, ("space_invaders", "random", "learned"): HIGH}
+    episodes = planted(tmp_path / "a", cells)
+    rows = evidence_of(episodes, "fixed_can_match_learned")
+    assert rows.set_index("game")["verdict"].to_dict() == {"breakout": "supports", "space_invaders": "contradicts"}
+    assert verdict_of(episodes, "Fixed random") == "supported"
+
+    cells[("breakout", "random", "fixed")] = [0, 0, 0]
+    assert verdict_of(planted(tmp_path / "b", cells), "Fixed random") == "contradicted"
+
+
+def test_setting_effects_compare_runs_that_share_every_other_setting(tmp_path: Path) -> None:
+    """leaky_relu runs score far above relu ones, and masking adds a little within each activation:
+    pooled, masked and unmasked runs would overlap; compared within an activation, masking always wins."""
+    cells = {}
+    for activation, base in (("relu", 0), ("leaky_relu", 100)):
+        for masked, bonus in ((True, 5), (False, 0)):
+            cells[("breakout", "set", "learned", ("activation", activation), ("mask_optimizer_state", masked),
+                   ("sparsity", 0.9), ("optimizer", "adam"))] = [base + bonus + s for s in (0, 1, 2)]
+    episodes = planted(tmp_path, cells)
+    masking = evidence_of(episodes, "masking_moments_helps").iloc[0]
+    assert masking.name == "set: mask_optimizer_state=True vs False"
+    assert masking["estimate"] == 1.0 and masking["verdict"] == "supports" and masking["runs"] == 12
+    leaky = evidence_of(episodes, "leaky_relu_helps").iloc[0]
+    assert leaky["estimate"] == 1.0 and leaky["verdict"] == "supports"
+    assert verdict_of(episodes, "Masking the optimizer") == "supported"
+
+
+@pytest.mark.parametrize("cells", [
+    {("breakout", "conv", "learned"): HIGH},
+    {("breakout", "set", "learned", ("activation", "relu")): HIGH},
+])
+def test_runs_that_cannot_test_a_claim_give_no_rows(tmp_path: Path, cells: dict) -> None:
+    evidence = claim_evidence(planted(tmp_path, cells), reps=200)
+    assert evidence.empty and claim_verdicts(evidence).empty
