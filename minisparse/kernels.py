@@ -136,26 +136,52 @@ def scatter(destination: Array, index: Array, values: Array) -> None:  # pragma:
         destination[index[k]] = values[k]
 
 
+# An input that is on in fewer samples of the batch than this is worked through those samples
+# alone; one on in more is worked as a vector loop over the whole batch (measured on breakout's and
+# space_invaders' replay batches: bricks and walls are on in most frames, the ball and the aliens'
+# shots in one or two).
+GATHER_BELOW = 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _samples_on(column: Array, on: Array) -> int:  # pragma: no cover - compiled
+    """Write the samples where `column` is nonzero into `on`, in order; return how many there are."""
+    count = 0
+    for b in range(column.size):
+        if column[b] != 0:
+            on[count] = b
+            count += 1
+    return count
+
+
 @numba.njit(cache=True, nogil=True)
 def input_sparse_product(x: Array, column_starts: Array, rows: Array, weights: Array, bias: Array,
                          out: Array) -> None:  # pragma: no cover - compiled
     """out (units, samples) = W x^T + b for a batch x (samples, inputs), W's present connections given
     input-major (CSC: column_starts, rows, weights). MinAtar frames are binary and mostly empty, and
     an input that is off in every sample of the batch (four in five of breakout's) adds nothing, so it
-    is skipped; an input that is on adds its connections' weights times its values across the batch
-    (a vector loop). Each output is its bias plus its inputs' terms in input order."""
+    is skipped; an input that is on adds its connections' weights times its values to the samples
+    where it is on (GATHER_BELOW). Each output is its bias plus its inputs' terms in input order."""
     samples, inputs = x.shape
     columns = np.ascontiguousarray(x.T)
+    on = np.empty(samples, np.int64)
     for u in range(out.shape[0]):
         out[u, :] = bias[u]
     for i in range(inputs):
         column = columns[i]
-        if not column.any():
+        count = _samples_on(column, on)
+        if count == 0:
             continue
-        for c in range(column_starts[i], column_starts[i + 1]):
-            weight, row = weights[c], out[rows[c]]
-            for b in range(samples):
-                row[b] += weight * column[b]
+        if count < GATHER_BELOW:
+            for c in range(column_starts[i], column_starts[i + 1]):
+                weight, row = weights[c], out[rows[c]]
+                for k in range(count):
+                    row[on[k]] += weight * column[on[k]]
+        else:
+            for c in range(column_starts[i], column_starts[i + 1]):
+                weight, row = weights[c], out[rows[c]]
+                for b in range(samples):
+                    row[b] += weight * column[b]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -163,16 +189,24 @@ def input_sparse_gradient(x: Array, column_starts: Array, rows: Array, grad_out:
                           grad: Array) -> None:  # pragma: no cover - compiled
     """dL/dW at the present connections (input-major, as in `input_sparse_product`) from the batch x
     (samples, inputs) and dL/d out (units, samples). A connection whose input is off in the whole
-    batch gets zero; any other gets the dot product of its unit's output gradients with its input
+    batch gets zero; one whose input is on in a few samples (GATHER_BELOW) gets the sum over those
+    samples in order; any other gets the dot product of its unit's output gradients with its input
     across the batch, summed in eight interleaved partial sums (a fixed order that vectorizes)."""
     samples, inputs = x.shape
     columns = np.ascontiguousarray(x.T)
+    on = np.empty(samples, np.int64)
     whole = samples - samples % 8
     for i in range(inputs):
         start, stop = column_starts[i], column_starts[i + 1]
         column = columns[i]
-        if not column.any():
-            grad[start:stop] = 0
+        count = _samples_on(column, on)
+        if count < GATHER_BELOW:
+            for c in range(start, stop):
+                unit = grad_out[rows[c]]
+                total = np.float32(0.0)
+                for k in range(count):
+                    total += unit[on[k]] * column[on[k]]
+                grad[c] = total
             continue
         for c in range(start, stop):
             unit = grad_out[rows[c]]

@@ -19,12 +19,14 @@ def layer_pair(density: float, seed: int = 0) -> tuple[MaskedLinear, MaskedLinea
 
 
 def frames_like(samples: int, seed: int) -> torch.Tensor:
-    """A batch shaped like MinAtar's: binary, most inputs off in every sample; one input carries other
-    values (the products read values, not just on/off), and one sample is empty."""
+    """A batch shaped like MinAtar's: binary, most inputs off in every sample, some on in most samples
+    (bricks), others in a few (the ball): the kernels work the two kinds differently (GATHER_BELOW).
+    One input carries other values (the products read values, not just on/off), and one sample is empty."""
     generator = torch.Generator().manual_seed(seed)
     used = torch.randperm(400, generator=generator)[:60]
     x = torch.zeros(samples, 400)
-    x[:, used] = (torch.rand(samples, 60, generator=generator) < 0.3).float()
+    often = torch.arange(60) < 20
+    x[:, used] = (torch.rand(samples, 60, generator=generator) < torch.where(often, 0.9, 0.05)).float()
     x[:, used[0]] = torch.linspace(-1.5, 2.0, samples)
     x[3] = 0
     return x
