@@ -307,7 +307,8 @@ def _dot_panels(table: pd.DataFrame, value: str, low: str, high: str, style: Sty
             colour = mode_colours().get(mode, "grey")
             unfinished = rows["unfinished"] > 0 if "unfinished" in rows else pd.Series(False, index=rows.index)
             for hollow, part in rows.groupby(unfinished):
-                errors = np.nan_to_num([part[value] - part[low], part[high] - part[value]])
+                # a mean of equal values can round a hair outside their range: no negative error bars
+                errors = np.clip(np.nan_to_num([part[value] - part[low], part[high] - part[value]]), 0, None)
                 ax.errorbar(part[value], part["y"], xerr=errors, fmt="o", color=colour, capsize=3,
                             markerfacecolor="white" if hollow else colour,
                             label=f"{mode} weights" + (" (with unfinished runs)" if hollow else ""))

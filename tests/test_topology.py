@@ -59,3 +59,16 @@ def test_compare_reports_channel_share_spatial_overlap_and_seed_agreement(tmp_pa
     for name in ("channel_share", "spatial_overlap", "mask_agreement"):
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000
         assert len(pd.read_csv(tmp_path / "out" / f"{name}.csv")) == len(result.tables[name])
+
+
+def test_dots_of_a_mean_that_rounds_below_its_equal_values_are_drawn() -> None:
+    """Three seeds with the same overlap 0.7: their mean, 0.6999999999999998, is below their min."""
+    from minisparse.analysis import figures
+    seeds = np.array([0.7, 0.7, 0.7])
+    assert seeds.mean() < seeds.min()
+    table = pd.DataFrame({"game": ["breakout"], "weights": ["learned"], "structure": ["predictive"],
+                          "overlap": [seeds.mean()], "overlap_min": [seeds.min()], "overlap_max": [seeds.max()]})
+    scores = pd.DataFrame({"structure": ["predictive"], "complete": [True], "run": ["r"]})
+    fig = figures.topology_dots(table, "overlap", "overlap_min", "overlap_max", "share", "title",
+                                figures.Style.of(scores))
+    assert fig.axes[0].collections  # the dot and its (zero-width) interval
