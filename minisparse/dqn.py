@@ -122,7 +122,7 @@ class Agent:
         self.trainable = self.engine.trainable_parameters()
         self.optimizer = make_optimizer(config, self.trainable)
         self.engine.attach(self.optimizer, self.target)
-        self.td = make_td(self.q, self.target, config.gamma, self.engine.frozen("structured"))
+        self.td = make_td(self.q, self.target, config.gamma, self.engine.plans["structured"])
         self.game = Game(config.game, config.seed, config.sticky_action_prob, config.difficulty_ramping)
         self.replay = Replay(config.replay_capacity, (self.game.channels, 10, 10))
         self.rng = np.random.default_rng(config.seed)
@@ -196,11 +196,15 @@ class Agent:
                                     "rng": self.rng.bit_generator.state, "game": self.game.get_state()})}
 
     def execution(self) -> dict[str, Any]:
-        """How this run computes (config.json keeps it): the TD update's path, the device, and each masked
-        layer's backend as training starts (auto decides again when a mask changes)."""
-        reason = autograd_reason(self.q)
+        """How this run computes (config.json keeps it): the TD update's path, the device, and each wired
+        layer's plan as training starts (auto decides the backend again when a mask changes)."""
+        reason = self.autograd_reason()
         return {"update": f"autograd ({reason})" if reason else "hand-derived", "device": str(self.device),
-                "backends": {name: layer.backend for name, layer in self.engine.layers().items()}}
+                "layers": {name: asdict(plan) for name, plan in self.engine.plans.items()}}
+
+    def autograd_reason(self) -> str | None:
+        """Why the TD update takes autograd (None: it is derived by hand)."""
+        return autograd_reason(self.q, self.engine.plans["structured"])
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed in a run directory: the config's fingerprint and seed."""
@@ -276,7 +280,7 @@ def train(agent: Agent, path: Path) -> None:
     config, c = agent.config, agent.counters
     if isinstance(agent.td, AutogradTD):
         print(f"{path.name}: the TD update takes autograd, slower than the hand-derived one: "
-              f"{autograd_reason(agent.q)}", file=sys.stderr, flush=True)
+              f"{agent.autograd_reason()}", file=sys.stderr, flush=True)
     progress = Progress(config.frames, c.frame, path.name, config.log_every)
     for row in c.episode_rows[-20:]:
         progress.episode(row[2])

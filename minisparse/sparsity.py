@@ -4,6 +4,8 @@ hooks around each optimizer step and never asks which structure it is running.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,6 +13,26 @@ from torch import nn
 from minisparse.layers import MaskedLinear, backend_for
 from minisparse.network import layer_structures
 from minisparse.structure import LayerSpec, Signals, Structure
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What a wired layer is and how it runs, resolved in one place (the engine) from its structure, the
+    weight mode, the backend setting and the optimizer. The TD update and the run's record read it;
+    the engine sets a masked layer's execution flags from it, and resolves it again when a mask changes
+    (`--backend auto` moves a layer that pruning thins to the sparse backend)."""
+
+    structure: str
+    learns_weights: bool       # its weight values train (learned weights)
+    learns_connectivity: bool  # its structure rewires it while learning
+    scored: bool               # it learns connectivity through per-connection scores (gates)
+    backend: str               # "dense" or "sparse" (a shared conv is dense)
+    compact: bool              # its optimizer steps the present connections only
+
+    @property
+    def frozen(self) -> bool:
+        """Never changes while learning: no gradient, and its output for a batch is computed once."""
+        return not (self.learns_weights or self.learns_connectivity)
 
 
 class SparsityEngine:
@@ -31,20 +53,17 @@ class SparsityEngine:
         self._float_masks: dict[int, tuple[tuple[int, int], torch.Tensor]] = {}
         found = {name: getattr(network, name) for name in specs}
         self._layers = {name: layer for name, layer in found.items() if isinstance(layer, MaskedLinear)}
-        self._changing = {name: layer for name, layer in self._layers.items() if not self.frozen(name)}
         if specs["structured"].fixed:
             for name, parameter in network.structured.named_parameters():
                 if name != "score":
                     parameter.requires_grad_(False)
-        self._use_backends()
+        self.plans: dict[str, LayerPlan] = {}
+        self._plan()
+        self._changing = {name: layer for name, layer in self._layers.items() if not self.plans[name].frozen}
 
     def layers(self) -> dict[str, MaskedLinear]:
         """The masked layers this engine manages (a shared conv has no mask to manage)."""
         return self._layers
-
-    def frozen(self, name: str) -> bool:
-        """Whether the layer never changes while learning: fixed weights and connectivity that is not learned."""
-        return self.specs[name].fixed and not self.structures[name].learns_connectivity
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.network.parameters() if p.requires_grad]
@@ -54,22 +73,31 @@ class SparsityEngine:
         layers step their present connections only), and keep the layers of `target` (a copy of the
         network, such as the DQN's target network) on the backends of the network's layers."""
         self.optimizer, self.target = optimizer, target
-        self._use_backends()
+        self._plan()
 
-    def _use_backends(self) -> None:
-        """Run each masked layer on the requested backend (auto: the one predicted faster at the layer's
-        current density, so a layer that pruning thins moves to sparse once sparse is faster).
-        An optimizer that can step present connections only (optim.RMSprop, optim.Adam) does so for
-        sparse-backend layers, from their compact gradients, when absent connections' state is kept at
-        zero (a dense step would decay the stale state the ablation keeps)."""
+    def _plan(self) -> None:
+        """Resolve every layer's plan and set masked layers (and the target's) to run by it: the requested
+        backend (auto: the one predicted faster at the layer's current density; a scored layer's gated
+        product is dense), and compact optimizer
+        steps (optim.RMSprop, optim.Adam) for sparse-backend layers whose weights train, when absent
+        connections' state is kept at zero (a dense step would decay the stale state the ablation keeps)."""
         compact = getattr(self.optimizer, "compact", None)
-        for name, layer in self.layers().items():
-            layer.backend = backend_for(layer, self.backend)
+        for name, spec in self.specs.items():
+            layer, structure = getattr(self.network, name), self.structures[name]
+            masked = isinstance(layer, MaskedLinear)
+            scored = masked and layer.score is not None
+            backend = backend_for(layer, self.backend) if masked and not scored else "dense"  # gates: dense
+            plan = LayerPlan(structure=structure.name, learns_weights=not spec.fixed,
+                             learns_connectivity=structure.learns_connectivity, scored=scored, backend=backend,
+                             compact=compact is not None and backend == "sparse" and not spec.fixed and not scored
+                             and self.mask_optimizer_state)
+            self.plans[name] = plan
+            if not masked:
+                continue
+            layer.backend, layer.compact_gradient = plan.backend, plan.compact
             if self.target is not None:
-                getattr(self.target, name).backend = layer.backend
-            layer.compact_gradient = compact is not None and layer.backend == "sparse" \
-                and layer.weight.requires_grad and layer.score is None and self.mask_optimizer_state
-            if layer.compact_gradient:
+                getattr(self.target, name).backend = plan.backend
+            if plan.compact:
                 compact[layer.weight] = layer.present
             elif compact is not None:
                 compact.pop(layer.weight, None)
@@ -83,7 +111,7 @@ class SparsityEngine:
                     layer.mask.copy_(mask)
                 layer.reset_parameters(self.generator)
                 self.topology_changes += 1
-        self._use_backends()
+        self._plan()
 
     def wants_dense_gradient(self, name: str) -> bool:
         """Whether this update may change the layer's connections: its step then records the signals a
@@ -160,7 +188,7 @@ class SparsityEngine:
                         state[changed] = 0
         self.changed[name] += count
         self.topology_changes += 1
-        self._use_backends()
+        self._plan()
 
     def masks(self) -> dict[str, np.ndarray]:
         """Connectivity of every wired layer, as booleans (a shared conv's is its receptive fields)."""
@@ -185,7 +213,7 @@ class SparsityEngine:
         self.generator.set_state(state["generator"])
         self.grown = dict(state.get("grown", {}))  # checkpoints before diagnostics hold neither
         self.survival = {name: float(v) for name, v in state.get("survival", {}).items()}
-        self._use_backends()
+        self._plan()
 
 
 def _soft_threshold(values: torch.Tensor, threshold: float) -> None:

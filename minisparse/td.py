@@ -31,6 +31,7 @@ from torch import nn
 from minisparse import kernels
 from minisparse.layers import MaskedLinear, SharedConv
 from minisparse.network import QNetwork
+from minisparse.sparsity import LayerPlan
 
 
 def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamma: float
@@ -49,9 +50,9 @@ def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamm
     return F.smooth_l1_loss(q_taken, td_target), q_taken.detach().mean()
 
 
-def make_td(q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool) -> AutogradTD | FastTD:
-    """The fast update where the network allows it, else autograd."""
-    return AutogradTD(q, target, gamma) if autograd_reason(q) else FastTD(q, target, gamma, frozen_structured)
+def make_td(q: QNetwork, target: QNetwork, gamma: float, plan: LayerPlan) -> AutogradTD | FastTD:
+    """The fast update where the network and its structured layer's plan allow it, else autograd."""
+    return AutogradTD(q, target, gamma) if autograd_reason(q, plan) else FastTD(q, target, gamma, plan)
 
 
 class AutogradTD:
@@ -76,12 +77,13 @@ class AutogradTD:
         return int(self.q(torch.from_numpy(observation).to(device).unsqueeze(0)).argmax(1).item())
 
 
-def autograd_reason(q: QNetwork) -> str | None:
-    """Why FastTD does not cover `q` (its layer types, a CPU: the loss gradient is a CPU loop), or None."""
+def autograd_reason(q: QNetwork, plan: LayerPlan) -> str | None:
+    """Why FastTD does not cover `q` with its structured layer's `plan` (scores, layer types, a CPU: the
+    loss gradient is a CPU loop), or None."""
     structured = q.structured
     if q.head.weight.device.type != "cpu":
         return f"the hand-derived update runs on a CPU, this network is on {q.head.weight.device.type}"
-    if isinstance(structured, MaskedLinear) and structured.score is not None:
+    if plan.scored:
         return "the structured layer learns scores through gates"
     if not isinstance(structured, (MaskedLinear, SharedConv)):
         return f"the structured layer is a {type(structured).__name__}"
@@ -104,11 +106,10 @@ class FastTD:
     target syncs, checkpoint loads, the engine) is in place, so the views stay current.
     """
 
-    def __init__(self, q: QNetwork, target: QNetwork, gamma: float, frozen_structured: bool):
+    def __init__(self, q: QNetwork, target: QNetwork, gamma: float, plan: LayerPlan):
         self.q, self.target, self.gamma = q, target, gamma
         self.q_arrays, self.target_arrays = _arrays(q), _arrays(target)
-        self.frozen_structured = frozen_structured
-        self.trains_structured = any(p.requires_grad for p in q.structured.parameters())
+        self.frozen_structured, self.trains_structured = plan.frozen, plan.learns_weights
         self.slope = q.leaky_slope if q.activation == "leaky_relu" else 0.0
         self._size = 0
 

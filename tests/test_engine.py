@@ -35,6 +35,31 @@ def train_steps(net, engine, opt, steps=20, channels=4):
         engine.after_step()
 
 
+@pytest.mark.parametrize("structure, weights, expected", [
+    ("random", "fixed", dict(frozen=True, scored=False, backend="sparse", compact=False)),
+    ("random", "learned", dict(frozen=False, scored=False, backend="sparse", compact=True)),
+    ("set", "fixed", dict(frozen=False, scored=True, backend="dense", compact=False)),
+    ("set", "learned", dict(frozen=False, scored=False, backend="sparse", compact=True)),
+    ("conv", "fixed", dict(frozen=True, scored=False, backend="dense", compact=False)),
+    ("dense", "learned", dict(frozen=False, scored=False, backend="dense", compact=False)),
+])
+def test_one_plan_per_layer_says_how_it_runs_and_the_layers_follow_it(structure, weights, expected):
+    """The plan is resolved once; the masked layer, its target copy, the optimizer and the TD update
+    all follow it (a scored layer runs dense and takes autograd; a frozen one is computed once)."""
+    agent = Agent(Config(structure=structure, weights=weights, backend="auto", sparsity=0.9 if structure == "set"
+                         else None, replay_start=100).validate())
+    plan = agent.engine.plans["structured"]
+    assert {key: getattr(plan, key) for key in expected} == expected
+    assert plan.structure == structure and plan.learns_weights == (weights == "learned")
+    layer = agent.q.structured
+    if isinstance(layer, MaskedLinear):
+        assert layer.backend == agent.target.structured.backend == plan.backend
+        assert (layer.weight in agent.optimizer.compact) == plan.compact == layer.compact_gradient
+    assert (agent.autograd_reason() is not None) == plan.scored
+    if not plan.scored:
+        assert agent.td.frozen_structured == plan.frozen and agent.td.trains_structured == plan.learns_weights
+
+
 def test_random_structure_matches_the_conv_budget_per_unit():
     net, _, _ = network_and_engine("random")
     mask = net.structured.mask

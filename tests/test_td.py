@@ -7,7 +7,7 @@ import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.td import AutogradTD, FastTD, autograd_reason, td_loss
+from minisparse.td import AutogradTD, FastTD, td_loss
 
 
 def random_batch(agent: Agent, seed: int) -> tuple[torch.Tensor, ...]:
@@ -60,8 +60,8 @@ def test_fast_td_gives_autograds_loss_and_gradients(structure, weights, activati
 ])
 def test_networks_the_fast_update_does_not_cover_take_autograd(config, reason):
     agent = Agent(Config(**config))
-    assert reason in autograd_reason(agent.q) and not isinstance(agent.td, FastTD)
-    assert agent.execution()["update"] == f"autograd ({autograd_reason(agent.q)})"
+    assert reason in agent.autograd_reason() and not isinstance(agent.td, FastTD)
+    assert agent.execution()["update"] == f"autograd ({agent.autograd_reason()})"
     before = [p.detach().clone() for p in agent.trainable]
     loss, _ = agent.td(random_batch(agent, 0))
     assert np.isfinite(loss.item())

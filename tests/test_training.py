@@ -27,7 +27,9 @@ def test_run_directory_says_everything(tiny_run):
     defaults = dataclasses.asdict(make_structure("random", {}))
     assert config["config"]["structure_options"] == {} and defaults  # given: none; recorded: every one
     assert config["structure"] == {"name": "random", "options": defaults}
-    assert config["execution"] == {"update": "hand-derived", "device": "cpu", "backends": {"structured": "sparse"}}
+    assert config["execution"] == {"update": "hand-derived", "device": "cpu", "layers": {"structured": {
+        "structure": "random", "learns_weights": False, "learns_connectivity": False, "scored": False,
+        "backend": "sparse", "compact": False}}}
     eps = episodes(tiny_run)
     assert list(eps.columns) == ["frame", "episode", "return", "length", "epsilon", "seconds"]
     assert eps["frame"].is_monotonic_increasing and eps["frame"].iloc[-1] <= 3000
