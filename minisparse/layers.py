@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -107,10 +108,8 @@ class MaskedLinear(nn.Module):
     def frame_features(self, frame: np.ndarray, slope: float) -> np.ndarray:
         """Activated features of one frame (acting): the weights of its few nonzero inputs, added up."""
         if self.backend == "sparse":
-            connections = self.connections()
-            return kernels.sparse_features(frame.reshape(-1), connections.column_starts.numpy(),
-                                           connections.indices[0].numpy(), self.present_weights().numpy(),
-                                           self.bias.detach().numpy(), slope)
+            return kernels.sparse_features(frame.reshape(-1), *self.connections().input_major,
+                                           self.present_weights().numpy(), self.bias.detach().numpy(), slope)
         return kernels.masked_features(frame.reshape(1, -1), self.weight.detach().numpy(),
                                        self.bias.detach().numpy(), slope)
 
@@ -305,12 +304,18 @@ class Connections:
                    column_starts=_compressed(cols, in_features), crow=crow, col=cols[csr_order], csr_order=csr_order,
                    pattern=torch.sparse_csr_tensor(crow, cols[csr_order], zeros, mask.shape, check_invariants=False))
 
+    @cached_property
+    def input_major(self) -> tuple[np.ndarray, np.ndarray]:
+        """numpy views of column_starts and the rows, the compiled loops' arguments (CPU): made once per
+        mask, as making them costs a few microseconds each time and the loops run several times a frame."""
+        return self.column_starts.numpy(), self.indices[0].numpy()
+
     def product(self, values: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections."""
         if x.device.type != "cpu":
             return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t())
         out = torch.empty(self.shape[0], x.shape[0])
-        kernels.input_sparse_product(x.numpy(), self.column_starts.numpy(), self.indices[0].numpy(),
+        kernels.input_sparse_product(x.numpy(), *self.input_major,
                                      values.detach().numpy(), bias.detach().numpy(), out.numpy())
         return out
 
@@ -322,7 +327,7 @@ class Connections:
             return torch.mm(grad_out, x)
         if x.device.type == "cpu":
             present = torch.empty(self.flat.shape[0])
-            kernels.input_sparse_gradient(x.numpy(), self.column_starts.numpy(), self.indices[0].numpy(),
+            kernels.input_sparse_gradient(x.numpy(), *self.input_major,
                                           grad_out.numpy(), present.numpy())
         else:
             sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, x, beta=0.0).values()
