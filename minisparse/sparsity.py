@@ -78,18 +78,18 @@ class SparsityEngine:
     def _plan(self) -> None:
         """Resolve every layer's plan and set masked layers (and the target's) to run by it: the requested
         backend (auto: the one predicted faster at the layer's current density; a scored layer's gated
-        product is dense), and compact optimizer
-        steps (optim.RMSprop, optim.Adam) for sparse-backend layers whose weights train, when absent
-        connections' state is kept at zero (a dense step would decay the stale state the ablation keeps)."""
+        product is dense), and compact optimizer steps (optim.RMSprop, optim.Adam) for sparse-backend
+        layers whose weights train, when absent connections' state is kept at zero (a dense step would
+        decay the stale state the ablation keeps)."""
         compact = getattr(self.optimizer, "compact", None)
         for name, spec in self.specs.items():
             layer, structure = getattr(self.network, name), self.structures[name]
             masked = isinstance(layer, MaskedLinear)
             scored = masked and layer.score is not None
-            backend = backend_for(layer, self.backend) if masked and not scored else "dense"  # gates: dense
+            backend = backend_for(layer, self.backend) if masked and not scored else "dense"
             plan = LayerPlan(structure=structure.name, learns_weights=not spec.fixed,
                              learns_connectivity=structure.learns_connectivity, scored=scored, backend=backend,
-                             compact=compact is not None and backend == "sparse" and not spec.fixed and not scored
+                             compact=compact is not None and backend == "sparse" and not spec.fixed
                              and self.mask_optimizer_state)
             self.plans[name] = plan
             if not masked:
