@@ -66,6 +66,8 @@ class MaskedLinear(nn.Module):
         self._connections_key: tuple[int, int] | None = None
         self._present: torch.Tensor | None = None
         self._present_key: tuple | None = None
+        self._gated: torch.Tensor | None = None
+        self._gated_key: tuple | None = None
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
@@ -80,10 +82,16 @@ class MaskedLinear(nn.Module):
                 self.score.copy_(self.weight.abs())
 
     def effective_weight(self) -> torch.Tensor:
+        """The weight the product uses. With scores: weight * mask, whose gradient reaches the scores
+        straight through the gate (edge-popup). weight * mask is kept until the weight or the mask
+        changes: scores are used with fixed weights, so until the next connectivity update."""
         if self.score is None:
             return self.weight
-        gate = self.mask.to(self.score.dtype)
-        return self.weight * (gate + (self.score - self.score.detach()))
+        key = (self.weight._version, self.weight.data_ptr(), self.mask._version, self.mask.data_ptr())
+        if self._gated_key != key:
+            with torch.inference_mode(False), torch.no_grad():  # kept across calls, so never an inference tensor
+                self._gated, self._gated_key = self.weight * self.mask, key
+        return _StraightThroughGate.apply(self.score, self.weight, self.mask, self._gated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "sparse" and self.score is None:
@@ -359,6 +367,23 @@ class Connections:
 def _compressed(sorted_rows: torch.Tensor, rows: int) -> torch.Tensor:
     counts = torch.bincount(sorted_rows, minlength=rows)
     return torch.cat((counts.new_zeros(1), counts.cumsum(0)))
+
+
+class _StraightThroughGate(torch.autograd.Function):
+    """weight * (mask + score - score): the value weight * mask (given, precomputed), and the gradient
+    weight * dL/dW to the scores and mask * dL/dW to the weight."""
+
+    @staticmethod
+    def forward(ctx, score: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                gated: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, mask)
+        return gated.view_as(gated)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weight, mask = ctx.saved_tensors
+        return (grad * weight if ctx.needs_input_grad[0] else None,
+                grad * mask if ctx.needs_input_grad[1] else None, None, None)
 
 
 class _SparseLinear(torch.autograd.Function):

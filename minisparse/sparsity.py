@@ -217,13 +217,14 @@ class SparsityEngine:
 
 
 def _soft_threshold(values: torch.Tensor, threshold: float) -> None:
-    """The proximal step of an L1 penalty: shrink every value towards zero by `threshold`.
+    """The proximal step of an L1 penalty: shrink every value towards zero by `threshold` (softshrink:
+    one pass, where sign(v) * max(|v| - threshold, 0) took four).
 
     Unlike an L1 term in the loss, it reaches exact zeros and never feeds a constant gradient
     to centered RMSprop, whose sqrt(E[g^2] - E[g]^2) turns NaN when the gradient is constant
     (as it is for inputs that are never active).
     """
-    values.copy_(values.sign() * (values.abs() - threshold).clamp_(min=0))
+    values.copy_(torch.nn.functional.softshrink(values, threshold))
 
 
 def _signals(layer: MaskedLinear) -> Signals:

@@ -191,3 +191,26 @@ def test_supermask_scores_off_the_mask_keep_learning_in_learned_mode():
     assert (layer.score.grad[absent] != 0).float().mean() > 0.5  # their weights, hidden, carry a gradient
     assert (layer.score[absent] != initial[absent]).float().mean() > 0.5
     assert layer.effective_weight()[absent].abs().max() == 0
+
+
+def test_the_gate_hands_scores_edge_popups_straight_through_gradient_and_follows_mask_changes():
+    """A scored layer's product uses weight * mask (kept between changes) and gives the scores and the
+    weight the gradients of weight * (mask + score - score.detach()), written out here with autograd."""
+    from minisparse.layers import MaskedLinear
+    mask = torch.rand(64, 100, generator=torch.Generator().manual_seed(0)) < 0.3
+    layer = MaskedLinear(mask, scored=True)
+    layer.reset_parameters(torch.Generator().manual_seed(1))
+    x = torch.randn(8, 100, generator=torch.Generator().manual_seed(2))
+    grad_out = torch.randn(8, 64, generator=torch.Generator().manual_seed(3))
+    for step in range(2):
+        layer.score.grad = layer.weight.grad = None
+        out = layer(x)
+        out.backward(grad_out)
+        score = layer.score.detach().clone().requires_grad_()
+        weight = layer.weight.detach().clone().requires_grad_()
+        expected = torch.nn.functional.linear(x, weight * (layer.mask.float() + (score - score.detach())), layer.bias)
+        expected.backward(grad_out)
+        assert torch.equal(out, expected)
+        assert torch.equal(layer.score.grad, score.grad) and torch.equal(layer.weight.grad, weight.grad)
+        with torch.no_grad():
+            layer.mask.copy_(torch.roll(layer.mask, 1, dims=1))  # a connectivity update: the next step sees it
