@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from .stats import _VARIANT_KEYS, _mean_improvement, bootstrap_ci, iqm, run_scores
+from .stats import _VARIANT_KEYS, _mean_improvement, bootstrap_ci, iqm, run_scores, variants
 
 DENSE = "dense"
 SPATIAL = ("conv", "local")
@@ -185,10 +185,12 @@ def _setting_helps(claim: str, scores: pd.DataFrame, configs: pd.DataFrame, sett
     values = scores["path"].map(configs[setting])
     tested = scores[values.isin([on, off])].assign(value=values)
     rows = []
+    labels = variants(configs.drop(columns=setting).reset_index())  # a structure and its other settings
+    others = pd.Series(labels.to_numpy(), index=configs.index)
     for (weights, base), cell in tested.groupby(["weights", "base"], sort=True):
-        others = cell["path"].map(_other_settings(configs.loc[cell["path"]], setting))
+        others_of_cell = cell["path"].map(others)
         x, y, games = [], [], set()
-        for (game, _), stratum in cell.groupby([cell["game"], others], sort=True):
+        for (game, _), stratum in cell.groupby([cell["game"], others_of_cell], sort=True):
             if stratum["value"].eq(on).any() and stratum["value"].eq(off).any():
                 x.append(stratum.loc[stratum["value"] == on, "score"].to_numpy(float))
                 y.append(stratum.loc[stratum["value"] == off, "score"].to_numpy(float))
@@ -198,9 +200,3 @@ def _setting_helps(claim: str, scores: pd.DataFrame, configs: pd.DataFrame, sett
                                          f"{base}: {setting}={on} vs {off}", x, y, reps, confidence, seed))
     return rows
 
-
-def _other_settings(configs: pd.DataFrame, setting: str) -> pd.Series:
-    """Each run's values of the settings that vary among these runs, other than `setting`."""
-    varying = [c for c in configs.columns if c != setting and configs[c].map(repr).nunique() > 1]
-    return configs[varying].apply(lambda row: repr(tuple(row)), axis=1) if varying else \
-        pd.Series("", index=configs.index)
