@@ -165,8 +165,7 @@ def configurations(game: str, structures: list[str], weights: list[str], sparsit
                 for backend in (backends if budgeted else ["dense"]):
                     config = Config(game=game, structure=structure, weights=weight, sparsity=sparsity,
                                     backend=backend, optimizer=optimizer, seed=seed, replay_start=prefill,
-                                    epsilon_frames=0,
-                                    epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
+                                    epsilon_frames=0, epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
                     name = f"{structure} {weight}" + (f" s={sparsity:g}" if sparsity is not None else "")
                     name += f" {backend}" if budgeted else ""
                     yield Row(name, structure, weight, sparsity, backend), config

@@ -81,9 +81,8 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the results as JSON here.")
 def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, optimizer: str,
-          prefill: int, frames: int,
-          rounds: int, seed: int, baseline: bool, minatar_script: Path | None, layer_densities: str | None,
-          json_path: Path | None) -> None:
+          prefill: int, frames: int, rounds: int, seed: int, baseline: bool, minatar_script: Path | None,
+          layer_densities: str | None, json_path: Path | None) -> None:
     """Measure training frames/s of structures x weight modes x sparsities x backends on one CPU thread.
 
     \b
@@ -119,8 +118,7 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
                f"frames/s in CPU time (best round); x base = ratio to the first row\n")
     click.echo(format_table(rows))
     result: dict[str, Any] = {"game": game, "optimizer": optimizer, "prefill": prefill, "frames": frames,
-                              "rounds": rounds,
-                              "torch": torch.__version__, "numpy": np.__version__,
+                              "rounds": rounds, "torch": torch.__version__, "numpy": np.__version__,
                               "rows": [asdict(r) for r in rows]}
     if densities:
         inputs = CHANNELS[game] * 100

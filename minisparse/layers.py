@@ -87,7 +87,7 @@ class MaskedLinear(nn.Module):
         changes: scores are used with fixed weights, so until the next connectivity update."""
         if self.score is None:
             return self.weight
-        key = (self.weight._version, self.weight.data_ptr(), self.mask._version, self.mask.data_ptr())
+        key = (change_key(self.weight), change_key(self.mask))
         if self._gated_key != key:
             with torch.inference_mode(False), torch.no_grad():  # kept across calls, so never an inference tensor
                 self._gated, self._gated_key = self.weight * self.mask, key
@@ -131,7 +131,7 @@ class MaskedLinear(nn.Module):
         weight = self.weight.detach()
         if self.weight.requires_grad and not self.compact_gradient:
             return weight.reshape(-1).index_select(0, flat)
-        key = (weight._version, weight.data_ptr(), self._connections_key)
+        key = (change_key(weight), self._connections_key)
         if self._present_key != key:
             with torch.inference_mode(False):  # kept across calls, so never an inference tensor
                 self._present, self._present_key = weight.reshape(-1).index_select(0, flat), key
@@ -153,7 +153,7 @@ class MaskedLinear(nn.Module):
     def connections(self) -> Connections:
         """Index structures of the present connections, rebuilt only when the mask changes in place
         (the engine's copy_, load_state_dict) or moves (tensor version counter, storage)."""
-        key = (self.mask._version, self.mask.data_ptr())
+        key = change_key(self.mask)
         if self._connections is None or self._connections_key != key:
             self._connections, self._connections_key = Connections.of(self.mask), key
         return self._connections
@@ -260,6 +260,12 @@ def layer_capacity(layer: nn.Module) -> dict[str, float]:
     return {"units": units, "inputs": inputs, "connections": connections,
             "parameters": unique + biases, "density": connections / (units * inputs),
             "flops": 2 * connections}
+
+
+def change_key(tensor: torch.Tensor) -> tuple[int, int]:
+    """What changes when `tensor` changes in place (its version counter: copy_, optimizer steps through
+    torch, load_state_dict) or is replaced (its storage): the key of a value cached from it."""
+    return tensor._version, tensor.data_ptr()
 
 
 def backend_for(layer: MaskedLinear, requested: str) -> str:

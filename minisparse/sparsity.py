@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from minisparse.layers import MaskedLinear, backend_for
+from minisparse.layers import MaskedLinear, backend_for, change_key
 from minisparse.network import layer_structures
 from minisparse.structure import LayerSpec, Signals, Structure
 
@@ -161,7 +161,7 @@ class SparsityEngine:
         times faster than by the boolean mask, and it happens twice per update. None for a mask
         with every connection present (dense, prune before it starts): multiplying by ones
         changes nothing and cost the dense structure a tenth of its update."""
-        key = (layer.mask._version, layer.mask.data_ptr())
+        key = change_key(layer.mask)
         cached = self._float_masks.get(id(layer))
         if cached is None or cached[0] != key:
             cached = (key, None if bool(layer.mask.all()) else layer.mask.to(layer.weight.dtype))
