@@ -55,10 +55,17 @@ class Row:
 
 
 class Workload:
-    """One configuration: `frames(n)` plays n frames of its training loop (of `agent`, if a minisparse one)."""
+    """One configuration: `frames(n)` plays n frames of its training loop (of `agent`, if a minisparse one).
+    Denormal numbers are flushed while it runs if its training loop flushes them (minisparse's does,
+    the plain PyTorch scripts do not)."""
 
     def __init__(self, frames: Callable[[int], None], replay_mb: float | None, agent: Any = None):
-        self.frames, self.replay_mb, self.agent = frames, replay_mb, agent
+        self.replay_mb, self.agent = replay_mb, agent
+        self._frames, self._flushes_denormals = frames, agent is not None and agent.denormals_flushed
+
+    def frames(self, n: int) -> None:
+        torch.set_flush_denormal(self._flushes_denormals)
+        self._frames(n)
 
 
 def minisparse_workload(config: Config, prefill: int) -> Workload:
