@@ -181,7 +181,7 @@ def configurations(game: str, structures: list[str], weights: list[str], sparsit
 def run_benchmark(game: str = "breakout", structures: tuple[str, ...] = ("conv",),
                   weights: tuple[str, ...] = ("learned", "fixed"), sparsities: tuple[float | None, ...] = (None,),
                   backends: tuple[str, ...] = ("dense",), prefill: int = 5_000, frames: int = 1_000,
-                  warmup: int = 200, rounds: int = 3, seed: int = 0, baseline: bool = True,
+                  warmup: int = 5_000, rounds: int = 3, seed: int = 0, baseline: bool = True,
                   minatar_script: Path | None = None, optimizer: str = "rmsprop",
                   echo: Callable[[str], None] = print) -> list[Row]:
     """Build every configuration (measuring its memory), then time `rounds` rounds of `frames` frames each.

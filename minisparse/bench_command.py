@@ -65,6 +65,9 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
               help="Optimizer of every minisparse row (the dynamic study trains with adam).")
 @click.option("--prefill", default=5_000, show_default=True, type=click.IntRange(min=32),
               help="Random frames stored before timing (the replay start).")
+@click.option("--warmup", default=5_000, show_default=True, type=click.IntRange(min=0),
+              help="Training frames before timing, so that what is timed is training's steady state: optimizer "
+                   "moments of connections without gradient take about 1,500 updates to decay to zero.")
 @click.option("--frames", default=1_000, show_default=True, type=click.IntRange(min=1),
               help="Frames of the training loop per timed round.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
@@ -81,7 +84,7 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the results as JSON here.")
 def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, optimizer: str,
-          prefill: int, frames: int, rounds: int, seed: int, baseline: bool, minatar_script: Path | None,
+          prefill: int, warmup: int, frames: int, rounds: int, seed: int, baseline: bool, minatar_script: Path | None,
           layer_densities: str | None, json_path: Path | None) -> None:
     """Measure training frames/s of structures x weight modes x sparsities x backends on one CPU thread.
 
@@ -112,12 +115,12 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
     if baseline and not BASELINE_FILE.exists():
         raise ConfigError(f"the baseline needs a source checkout ({BASELINE_FILE} is missing); use --no-baseline")
     rows = run_benchmark(game, chosen, modes, _floats(sparsities), chosen_backends, prefill, frames,
-                         rounds=rounds, seed=seed, baseline=baseline, minatar_script=minatar_script,
+                         warmup=warmup, rounds=rounds, seed=seed, baseline=baseline, minatar_script=minatar_script,
                          optimizer=optimizer, echo=lambda m: click.echo(m, err=True))
-    click.echo(f"\n{game}, {optimizer}, batch 32, prefill {prefill}, {frames} frames x {rounds} rounds, 1 thread, "
+    click.echo(f"\n{game}, {optimizer}, batch 32, prefill {prefill}, warmup {warmup}, {frames} frames x {rounds} rounds, 1 thread, "
                f"frames/s in CPU time (best round); x base = ratio to the first row\n")
     click.echo(format_table(rows))
-    result: dict[str, Any] = {"game": game, "optimizer": optimizer, "prefill": prefill, "frames": frames,
+    result: dict[str, Any] = {"game": game, "optimizer": optimizer, "prefill": prefill, "warmup": warmup, "frames": frames,
                               "rounds": rounds, "torch": torch.__version__, "numpy": np.__version__,
                               "rows": [asdict(r) for r in rows]}
     if densities:

@@ -69,10 +69,11 @@ def train(sample, policy, target, optimizer):
 def test_bench_writes_the_table_and_json_it_promises(tmp_path):
     out = tmp_path / "results" / "bench.json"
     result = minisparse("bench", "--structures", "conv,random", "--weights", "fixed", "--sparsities", "0.95",
-                        "--backends", "dense,sparse", "--prefill", "64", "--frames", "20", "--rounds", "2",
-                        "--layers", "0.05,0.5", "--json", str(out))
+                        "--backends", "dense,sparse", "--prefill", "64", "--warmup", "10", "--frames", "20",
+                        "--rounds", "2", "--layers", "0.05,0.5", "--json", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
+    assert (report["prefill"], report["warmup"], report["frames"], report["rounds"]) == (64, 10, 20, 2)
     names = [row["name"] for row in report["rows"]]
     assert names == ["baseline (plain PyTorch)", "conv fixed", "random fixed s=0.95 dense",
                      "random fixed s=0.95 sparse"]
@@ -140,8 +141,8 @@ def test_minatar_script_row_runs_the_scripts_loop_at_the_benchmarks_workload(tmp
 ])
 def test_bench_refuses_a_file_that_is_not_minatars_script(script, expected, tmp_path):
     out = tmp_path / "bench.json"
-    result = minisparse("bench", "--prefill", "64", "--frames", "5", "--rounds", "1", "--json", str(out),
-                        "--minatar-script", str(script))
+    result = minisparse("bench", "--prefill", "64", "--warmup", "0", "--frames", "5", "--rounds", "1",
+                        "--json", str(out), "--minatar-script", str(script))
     assert_one_line_error(result, expected)
     assert not out.exists()
 
