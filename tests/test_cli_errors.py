@@ -229,14 +229,22 @@ def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(loading, tmp
     out = tmp_path / "runs"
     process = subprocess.Popen([sys.executable, "-m", "minisparse", "run", "--out", str(out), *TINY],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
-    while loading not in maps.read_text() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while not _has_loaded(process.pid, loading) and time.monotonic() < deadline:
         time.sleep(0.002)  # interrupt while that library is being imported
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["minisparse: interrupted"]
     assert not out.exists()
+
+
+def _has_loaded(pid: int, library: str) -> bool:
+    """Whether the minisparse process `pid` has mapped `library`. Until it has exec'd, /proc shows the forked
+    copy of the test's own process, which has torch loaded: a SIGINT sent then is lost at exec."""
+    proc = Path(f"/proc/{pid}")
+    return (proc / "cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"minisparse"] \
+        and library in (proc / "maps").read_text()
 
 
 def test_a_run_being_trained_cannot_be_resumed_by_another_process(tmp_path):
