@@ -117,11 +117,11 @@ def bench(game: str, structures: str, weights: str, sparsities: str, backends: s
     rows = run_benchmark(game, chosen, modes, _floats(sparsities), chosen_backends, prefill, frames,
                          warmup=warmup, rounds=rounds, seed=seed, baseline=baseline, minatar_script=minatar_script,
                          optimizer=optimizer, echo=lambda m: click.echo(m, err=True))
-    click.echo(f"\n{game}, {optimizer}, batch 32, prefill {prefill}, warmup {warmup}, {frames} frames x {rounds} rounds, 1 thread, "
-               f"frames/s in CPU time (best round); x base = ratio to the first row\n")
+    click.echo(f"\n{game}, {optimizer}, batch 32, prefill {prefill}, warmup {warmup}, {frames} frames x {rounds} rounds, "
+               f"1 thread, frames/s in CPU time (best round); x base = ratio to the first row\n")
     click.echo(format_table(rows))
-    result: dict[str, Any] = {"game": game, "optimizer": optimizer, "prefill": prefill, "warmup": warmup, "frames": frames,
-                              "rounds": rounds, "torch": torch.__version__, "numpy": np.__version__,
+    result: dict[str, Any] = {"game": game, "optimizer": optimizer, "prefill": prefill, "warmup": warmup,
+                              "frames": frames, "rounds": rounds, "torch": torch.__version__, "numpy": np.__version__,
                               "rows": [asdict(r) for r in rows]}
     if densities:
         inputs = CHANNELS[game] * 100

@@ -59,7 +59,7 @@ def test_run_directory_says_everything(tiny_run):
 
 def test_training_flushes_denormals_in_torch_and_in_the_compiled_optimizer():
     """Moments of connections whose gradient stays zero decay through numbers below 2^-126, which x86 handles
-    on a slow path: they made real runs' optimizer steps take twice as long."""
+    on a slow path: flushing them made a random/learned agent train 1.2-1.4x faster."""
     torch.set_flush_denormal(False)
     tiny = torch.tensor([2.0 ** -130])
     assert (tiny * 2).item() > 0  # kept until a run says otherwise
