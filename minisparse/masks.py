@@ -13,6 +13,16 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return flat.view(scores.shape)
 
 
+def top_k_ties_at_random(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """`top_k`, choosing at random among equal scores. torch's topk chooses among them by position, so
+    when many scores tie (an L1 penalty leaves most of them exactly zero) it keeps whole blocks of
+    units fully connected and leaves the others with no input at all."""
+    order = torch.randperm(scores.numel(), generator=generator)
+    flat = torch.zeros(scores.numel(), dtype=torch.bool)
+    flat[order[scores.flatten()[order].topk(k).indices]] = True
+    return flat.view(scores.shape)
+
+
 def top_k_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the k largest scores in every row: an exact per-unit fan-in."""
     return torch.zeros(scores.shape, dtype=torch.bool).scatter_(1, scores.topk(k, dim=1).indices, True)

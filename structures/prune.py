@@ -1,14 +1,15 @@
 """Gradual magnitude pruning (Zhu & Gupta 2017): from dense to the budget on a cubic schedule."""
 import torch
 
-from minisparse.masks import cubic_schedule, top_k
+from minisparse.masks import cubic_schedule, top_k_ties_at_random
 from minisparse.structure import LayerSpec, Signals, Structure, register
 
 
 @register("prune")
 class Prune(Structure):
     """Starts dense; every `period` updates between `start` and `end` (fractions of training)
-    keeps the largest-magnitude connections (scores in fixed mode), reaching the budget at `end`."""
+    keeps the largest-magnitude connections (scores in fixed mode; equal ones at random), reaching the
+    budget at `end`."""
 
     learns_connectivity = True
     start: float = 0.2
@@ -32,4 +33,5 @@ class Prune(Structure):
                     generator: torch.Generator) -> torch.Tensor:
         first, last = self._steps(spec)
         keep = cubic_schedule(mask.numel(), spec.connections, (step - first) / max(last - first, 1))
-        return top_k(signals.importance.masked_fill(~mask, -float("inf")), min(keep, int(mask.sum())))
+        return top_k_ties_at_random(signals.importance.masked_fill(~mask, -float("inf")), min(keep, int(mask.sum())),
+                                    generator)

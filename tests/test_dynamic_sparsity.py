@@ -145,6 +145,28 @@ def test_gradual_pruning_follows_the_cubic_schedule():
     assert counts == expected and counts[-1] == 36864
 
 
+@pytest.mark.parametrize("structure", ["prune", "l1"])
+def test_pruning_chooses_at_random_among_equal_magnitudes(structure):
+    """An L1 penalty leaves most magnitudes exactly zero, so the last pruning step chooses most of the
+    budget among ties: by position (torch's topk) that wired 95 of 1024 units in full and left the rest
+    with no input (the pilot's first l1 runs); at random every unit keeps inputs."""
+    pruning = make_structure(structure, {"start": 0.2, "end": 0.8, "period": 100})
+    spec = LayerSpec("structured", 400, 1024, fan_in=36, channels=4, fixed=False, total_updates=1000,
+                     frames_before_learning=0)
+    generator = torch.Generator().manual_seed(0)
+    importance = torch.zeros(1024, 400)
+    survivors = torch.rand(1024, 400, generator=generator) < 0.01  # the few weights the penalty left
+    importance[survivors] = torch.rand(int(survivors.sum()), generator=generator)
+    mask = torch.ones(1024, 400, dtype=torch.bool)
+    new = pruning.update_mask(mask, Signals(importance, importance), 800, spec, generator)
+    assert int(new.sum()) == spec.connections
+    assert new[survivors].all()  # every nonzero magnitude outranks the ties
+    fan_in = new.sum(1)
+    assert (fan_in > 0).all() and fan_in.max() < 80  # about 36 inputs per unit, not 400 for a few
+    again = pruning.update_mask(mask, Signals(importance, importance), 800, spec, torch.Generator().manual_seed(0))
+    assert not torch.equal(new, again)  # the choice among ties is the generator's
+
+
 def test_predictive_reads_the_inputs_that_predict_its_target():
     """Inputs come in blocks of 4 that are noisy copies of one hidden source: a target's best
     linear predictors are the other members of its block."""
@@ -170,7 +192,7 @@ def test_predictive_reads_the_inputs_that_predict_its_target():
 def test_l1_shrinks_weights_and_its_mask_reaches_the_budget(tmp_path):
     short = dict(frames=900, replay_start=200, replay_capacity=1000, batch_size=16, target_period=100,
                  epsilon_frames=300, log_every=300, checkpoint_every=300)
-    l1 = dqn.start(Config(structure="l1", **short), tmp_path / "l1")
+    l1 = dqn.start(Config(structure="l1", structure_options={"strength": 0.1}, **short), tmp_path / "l1")
     prune = dqn.start(Config(structure="prune", **short), tmp_path / "prune")
     end = np.load(l1 / "masks" / "end.npz")["structured"]
     assert end.sum() == 1024 * 36
