@@ -209,7 +209,7 @@ class Agent:
 
     def autograd_reason(self) -> str | None:
         """Why the TD update takes autograd (None: it is derived by hand)."""
-        return autograd_reason(self.q, self.engine.plans["structured"])
+        return autograd_reason(self.q)
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed in a run directory: the config's fingerprint and seed."""

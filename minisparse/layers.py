@@ -87,11 +87,17 @@ class MaskedLinear(nn.Module):
         changes: scores are used with fixed weights, so until the next connectivity update."""
         if self.score is None:
             return self.weight
+        return _StraightThroughGate.apply(self.score, self.weight, self.mask, self.gated_weight())
+
+    def gated_weight(self) -> torch.Tensor:
+        """The weight the product uses, without autograd: weight * mask with scores, kept until either changes."""
+        if self.score is None:
+            return self.weight.detach()
         key = (change_key(self.weight), change_key(self.mask))
         if self._gated_key != key:
             with torch.inference_mode(False), torch.no_grad():  # kept across calls, so never an inference tensor
                 self._gated, self._gated_key = self.weight * self.mask, key
-        return _StraightThroughGate.apply(self.score, self.weight, self.mask, self._gated)
+        return self._gated
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "sparse" and self.score is None:
@@ -103,22 +109,29 @@ class MaskedLinear(nn.Module):
         """Pre-activations as (units, batch), and the input `feature_major_gradients` reads (x itself)."""
         if self.backend == "sparse":
             return self.connections().product(self.present_weights(), self.bias, x), x
-        return torch.addmm(self.bias.unsqueeze(1), self.weight, x.t()), x
+        return torch.addmm(self.bias.unsqueeze(1), self.gated_weight(), x.t()), x
 
     def feature_major_gradients(self, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
-        """.grad of the weight (what `gradient_mode` asks for) and bias from dL/d pre-activations (units, batch)."""
+        """.grad of what trains (weight, as `gradient_mode` asks; scores, through the gate as
+        `_StraightThroughGate` hands it; bias) from dL/d pre-activations (units, batch)."""
         if self.backend == "sparse":
             self.weight.grad = self.connections().weight_gradient(grad_out, inputs, self.gradient_mode())
-        else:
+        elif self.score is None:
             self.weight.grad = torch.mm(grad_out, inputs)
-        self.bias.grad = grad_out.sum(1)
+        else:
+            grad_gated = torch.mm(grad_out, inputs)
+            self.score.grad = grad_gated * self.weight
+            if self.weight.requires_grad:
+                self.weight.grad = grad_gated * self.mask
+        if self.bias.requires_grad:
+            self.bias.grad = grad_out.sum(1)
 
     def frame_features(self, frame: np.ndarray, slope: float) -> np.ndarray:
         """Activated features of one frame (acting): the weights of its few nonzero inputs, added up."""
         if self.backend == "sparse":
             return kernels.sparse_features(frame.reshape(-1), *self.connections().input_major,
                                            self.present_weights().numpy(), self.bias.detach().numpy(), slope)
-        return kernels.masked_features(frame.reshape(1, -1), self.weight.detach().numpy(),
+        return kernels.masked_features(frame.reshape(1, -1), self.gated_weight().numpy(),
                                        self.bias.detach().numpy(), slope)
 
     def present_weights(self) -> torch.Tensor:

@@ -16,10 +16,10 @@ binary frame is a compiled loop that adds up the weights of the frame's few acti
 
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
 sparse one the products run over the present connections in compiled loops that skip the
-inputs a batch leaves at zero), the dense hidden layer and head,
-and relu or leaky relu, on a CPU. Other networks (scored layers, a sparse hidden layer, plug-in
-layer types, other devices) take autograd; tests/test_td.py checks that both give the same
-loss, gradients and actions.
+inputs a batch leaves at zero; with scores, the gated product and the scores' straight-through
+gradient), the dense hidden layer and head, and relu or leaky relu, on a CPU. Other networks
+(a sparse hidden layer, plug-in layer types, other devices) take autograd; tests/test_td.py
+checks that both give the same loss, gradients and actions.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamm
 
 def make_td(q: QNetwork, target: QNetwork, gamma: float, plan: LayerPlan) -> AutogradTD | FastTD:
     """The fast update where the network and its structured layer's plan allow it, else autograd."""
-    return AutogradTD(q, target, gamma) if autograd_reason(q, plan) else FastTD(q, target, gamma, plan)
+    return AutogradTD(q, target, gamma) if autograd_reason(q) else FastTD(q, target, gamma, plan)
 
 
 class AutogradTD:
@@ -77,14 +77,11 @@ class AutogradTD:
         return int(self.q(torch.from_numpy(observation).to(device).unsqueeze(0)).argmax(1).item())
 
 
-def autograd_reason(q: QNetwork, plan: LayerPlan) -> str | None:
-    """Why FastTD does not cover `q` with its structured layer's `plan` (scores, layer types, a CPU: the
-    loss gradient is a CPU loop), or None."""
+def autograd_reason(q: QNetwork) -> str | None:
+    """Why FastTD does not cover `q` (layer types, a CPU: the loss gradient is a CPU loop), or None."""
     structured = q.structured
     if q.head.weight.device.type != "cpu":
         return f"the hand-derived update runs on a CPU, this network is on {q.head.weight.device.type}"
-    if plan.scored:
-        return "the structured layer learns scores through gates"
     if not isinstance(structured, (MaskedLinear, SharedConv)):
         return f"the structured layer is a {type(structured).__name__}"
     if type(q.hidden) is not nn.Linear or type(q.head) is not nn.Linear:
@@ -109,7 +106,7 @@ class FastTD:
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float, plan: LayerPlan):
         self.q, self.target, self.gamma = q, target, gamma
         self.q_arrays, self.target_arrays = _arrays(q), _arrays(target)
-        self.frozen_structured, self.trains_structured = plan.frozen, plan.learns_weights
+        self.frozen_structured, self.trains_structured = plan.frozen, plan.learns_weights or plan.scored
         self.slope = q.leaky_slope if q.activation == "leaky_relu" else 0.0
         self._size = 0
 

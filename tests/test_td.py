@@ -25,6 +25,8 @@ def random_batch(agent: Agent, seed: int) -> tuple[torch.Tensor, ...]:
     ("conv", "learned", "relu", "dense"), ("conv", "fixed", "relu", "dense"), ("conv", "learned", "leaky_relu", "dense"),
     ("random", "learned", "relu", "dense"), ("random", "fixed", "leaky_relu", "dense"), ("dense", "learned", "relu", "dense"),
     ("random", "learned", "relu", "sparse"), ("random", "fixed", "relu", "sparse"),
+    ("supermask", "fixed", "relu", "dense"), ("supermask", "learned", "leaky_relu", "dense"),
+    ("l1", "fixed", "relu", "dense"),
 ])
 def test_fast_td_gives_autograds_loss_and_gradients(structure, weights, activation, backend):
     agent = Agent(Config(structure=structure, weights=weights, activation=activation, leaky_slope=0.05,
@@ -50,12 +52,11 @@ def test_fast_td_gives_autograds_loss_and_gradients(structure, weights, activati
                 assert fast.grad is None, name
             else:  # a sparse backend's compact gradient holds the present connections only
                 torch.testing.assert_close(fast.grad.to_dense(), slow.grad.to_dense(), rtol=1e-4, atol=1e-7, msg=name)
-    frozen = weights == "fixed"
+    frozen = agent.engine.plans["structured"].frozen
     assert all(p.grad is None for p in agent.q.structured.parameters()) == frozen
 
 
 @pytest.mark.parametrize("config, reason", [
-    (dict(structure="supermask", weights="fixed"), "scores through gates"),
     (dict(structure="random", sparse_hidden=True), "hidden layer is sparse"),
 ])
 def test_networks_the_fast_update_does_not_cover_take_autograd(config, reason):
@@ -70,6 +71,7 @@ def test_networks_the_fast_update_does_not_cover_take_autograd(config, reason):
 
 @pytest.mark.parametrize("structure, backend, activation", [
     ("conv", "dense", "relu"), ("random", "dense", "leaky_relu"), ("random", "sparse", "relu"),
+    ("supermask", "dense", "relu"),
 ])
 def test_fast_greedy_actions_are_the_networks_argmax(structure, backend, activation):
     agent = Agent(Config(structure=structure, backend=backend, activation=activation, leaky_slope=0.05))

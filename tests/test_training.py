@@ -186,10 +186,10 @@ def test_a_run_ends_with_a_summary_of_its_frames_speed_and_returns(tmp_path):
 
 
 def test_a_run_on_the_autograd_update_says_so_once_and_records_it(tmp_path):
-    result = minisparse("run", "--structure", "supermask", "--weights", "fixed", "--out", str(tmp_path), *TINY,
+    result = minisparse("run", "--structure", "random", "--sparse-hidden", "--out", str(tmp_path), *TINY,
                         "--frames", "600")
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if "takes autograd" in line]
-    assert len(notes) == 1 and "learns scores through gates" in notes[0]
+    assert len(notes) == 1 and "the hidden layer is sparse" in notes[0]
     execution = json.loads((only_run(tmp_path) / "config.json").read_text())["execution"]
-    assert execution["update"] == "autograd (the structured layer learns scores through gates)"
+    assert execution["update"] == "autograd (the hidden layer is sparse)"
