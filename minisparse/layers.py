@@ -83,16 +83,19 @@ class MaskedLinear(nn.Module):
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the product uses. With scores: weight * mask, whose gradient reaches the scores
-        straight through the gate (edge-popup). weight * mask is kept until the weight or the mask
-        changes: scores are used with fixed weights, so until the next connectivity update."""
+        straight through the gate (edge-popup); with fixed weights it is kept until the next
+        connectivity update (`gated_weight`)."""
         if self.score is None:
             return self.weight
         return _StraightThroughGate.apply(self.score, self.weight, self.mask, self.gated_weight())
 
     def gated_weight(self) -> torch.Tensor:
-        """The weight the product uses, without autograd: weight * mask with scores, kept until either changes."""
+        """The weight the product uses, without autograd: weight * mask with scores, kept until either changes.
+        A trained weight is gated afresh: compiled optimizer loops step it in place, unseen by its version counter."""
         if self.score is None:
             return self.weight.detach()
+        if self.weight.requires_grad:
+            return self.weight.detach() * self.mask
         key = (change_key(self.weight), change_key(self.mask))
         if self._gated_key != key:
             with torch.inference_mode(False), torch.no_grad():  # kept across calls, so never an inference tensor

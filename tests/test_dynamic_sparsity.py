@@ -5,6 +5,7 @@ import torch
 
 from minisparse import dqn
 from minisparse.config import Config
+from minisparse.dqn import Agent
 from minisparse.masks import cubic_schedule
 from minisparse.network import build_network, layer_specs
 from minisparse.optim import make_optimizer
@@ -213,6 +214,19 @@ def test_supermask_scores_off_the_mask_keep_learning_in_learned_mode():
     assert (layer.score.grad[absent] != 0).float().mean() > 0.5  # their weights, hidden, carry a gradient
     assert (layer.score[absent] != initial[absent]).float().mean() > 0.5
     assert layer.effective_weight()[absent].abs().max() == 0
+
+
+def test_a_scored_layers_product_follows_its_trained_weight():
+    """Supermask with learned weights: the compiled optimizer steps the weight in place, which its
+    version counter does not see, so a gated weight kept by that key went stale between mask changes."""
+    agent = Agent(Config(structure="supermask", weights="learned", replay_start=100,
+                         structure_options={"period": 50}).validate())
+    observation = agent.game.observation()
+    for _ in range(230):
+        observation = agent.step(observation)[0]
+    layer = agent.q.structured
+    assert agent.counters.updates == 130 and not torch.equal(layer.weight, agent.target.structured.weight)
+    torch.testing.assert_close(layer.gated_weight(), layer.weight.detach() * layer.mask, rtol=0, atol=0)
 
 
 def test_the_gate_hands_scores_edge_popups_straight_through_gradient_and_follows_mask_changes():
