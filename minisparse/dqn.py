@@ -258,6 +258,7 @@ def resume(path: Path) -> Path:
     rundir.check_identity(path, config)
     state = rundir.load_checkpoint(path)
     agent = Agent(config)
+    rundir.check_structure_options(path, asdict(agent.structure))
     if state is not None:
         written_by = _checkpoint_identity(state)
         if written_by != agent.identity():

@@ -98,6 +98,19 @@ def check_identity(path: Path, config: Config) -> None:
                           f"with the new settings")
 
 
+def check_structure_options(path: Path, options: dict[str, Any]) -> None:
+    """Refuse to resume a run under code whose structure options differ from those it started with: the
+    run's name leaves out options at their defaults, so a changed default (l1's strength) keeps the name
+    while the rest of the run would train differently from what config.json records."""
+    started_with = json.loads((path / CONFIG).read_text()).get("structure", {}).get("options")
+    now = json.loads(json.dumps(options, default=str))
+    if started_with is not None and started_with != now:
+        changed = ", ".join(f"{key}={started_with.get(key)!r} -> {now.get(key)!r}"
+                            for key in sorted(set(started_with) | set(now)) if started_with.get(key) != now.get(key))
+        raise ConfigError(f"cannot resume {str(path)!r}: this code's structure options differ from the ones the run "
+                          f"started with ({changed}); resume it with the code that started it")
+
+
 class DiskFull(Exception):
     """The disk filled up while a run's file was written; the file before the write is intact."""
 

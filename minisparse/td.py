@@ -51,7 +51,7 @@ def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamm
 
 
 def make_td(q: QNetwork, target: QNetwork, gamma: float, plan: LayerPlan) -> AutogradTD | FastTD:
-    """The fast update where the network and its structured layer's plan allow it, else autograd."""
+    """The fast update where the network allows it (it follows the structured layer's plan), else autograd."""
     return AutogradTD(q, target, gamma) if autograd_reason(q) else FastTD(q, target, gamma, plan)
 
 

@@ -1,4 +1,5 @@
 """Every user mistake: one line naming the bad value and the choices, exit 2, nothing on disk."""
+import json
 import signal
 import subprocess
 import sys
@@ -171,6 +172,21 @@ def test_resume_refuses_an_edited_config(edit, tiny_run, tmp_path):
     (run / "config.json").write_text(text.replace(edit[0], edit[1]))
     before = (run / "episodes.csv").read_bytes()
     assert_one_line_error(minisparse("run", "--resume", str(run)), ["config.json was edited", "restore it"])
+    assert (run / "episodes.csv").read_bytes() == before
+
+
+def test_resume_refuses_code_whose_structure_defaults_changed(tiny_run, tmp_path):
+    """A run's name leaves out options at their defaults, so a later default (l1's strength went from 0.1
+    to 0.001) keeps the name: resuming under it would train the rest of the run differently."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    (run / "complete.json").unlink()
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["structure"]["options"]["per_unit"] is True
+    recorded["structure"]["options"]["per_unit"] = False  # as if it started when the default was False
+    (run / "config.json").write_text(json.dumps(recorded))
+    before = (run / "episodes.csv").read_bytes()
+    assert_one_line_error(minisparse("run", "--resume", str(run)),
+                          ["structure options differ", "per_unit=False -> True", "code that started it"])
     assert (run / "episodes.csv").read_bytes() == before
 
 
