@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
-import numpy as np
 import torch
 
+from minisparse.bench import timed_frames
 from minisparse.config import Config
 from minisparse.dqn import Agent
-
-
-def play(agent: Agent, observation: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
-    """Train `frames` frames; the observation to go on from, and frames per CPU second."""
-    start = time.process_time()
-    for _ in range(frames):
-        observation = agent.step(observation)[0]
-    return observation, frames / (time.process_time() - start)
 
 
 def subnormal_share(agent: Agent) -> float:
@@ -47,7 +38,7 @@ def main() -> None:
                     device="cpu", threads=1).validate()
     agent = Agent(config)
     torch.set_flush_denormal(False)
-    observation = play(agent, agent.game.observation(), args.train)[0]
+    observation = timed_frames(agent, agent.game.observation(), args.train)[0]
     print(f"{args.structure} {args.weights} on {args.game} after {args.train} frames: "
           f"{subnormal_share(agent):.2%} of the optimizer's moments are subnormal")
     state = agent.state_dict()
@@ -56,7 +47,7 @@ def main() -> None:
         for flush in (False, True):
             agent.load_state_dict(copy.deepcopy(state))
             torch.set_flush_denormal(flush)
-            best[flush] = max(best[flush], play(agent, observation, args.frames)[1])
+            best[flush] = max(best[flush], timed_frames(agent, observation, args.frames)[1])
     print(f"kept:    {best[False]:6.0f} frames/s\nflushed: {best[True]:6.0f} frames/s "
           f"({best[True] / best[False]:.2f}x, best of {args.rounds} rounds of {args.frames} frames)")
 

@@ -11,22 +11,11 @@ same update (tests/test_td.py), so the agent simply trains on.
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
-
-from minisparse.bench import FINAL_EPSILON
+from minisparse.bench import FINAL_EPSILON, timed_frames
 from minisparse.config import Config
 from minisparse.dqn import Agent
 from minisparse.td import AutogradTD, FastTD
-
-
-def play(agent: Agent, observation: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
-    """Train `frames` frames; the observation to go on from, and frames per CPU second."""
-    start = time.process_time()
-    for _ in range(frames):
-        observation = agent.step(observation)[0]
-    return observation, frames / (time.process_time() - start)
 
 
 def main() -> None:
@@ -44,12 +33,12 @@ def main() -> None:
     if not isinstance(agent.td, FastTD):
         raise SystemExit(f"{args.structure} {args.weights} takes autograd anyway: {agent.autograd_reason()}")
     updates = {"hand-derived": agent.td, "autograd": AutogradTD(agent.q, agent.target, config.gamma)}
-    observation = play(agent, agent.game.observation(), args.train)[0]
+    observation = timed_frames(agent, agent.game.observation(), args.train)[0]
     best = dict.fromkeys(updates, 0.0)
     for _ in range(args.rounds):
         for name, update in updates.items():
             agent.td = update
-            observation, speed = play(agent, observation, args.frames)
+            observation, speed = timed_frames(agent, observation, args.frames)
             best[name] = max(best[name], speed)
     for name, speed in best.items():
         print(f"{name:12s} {speed:6.0f} frames/s")

@@ -84,6 +84,15 @@ def minisparse_workload(config: Config, prefill: int) -> Workload:
     return Workload(frames, agent.replay.nbytes / 2**20, agent)
 
 
+def timed_frames(agent: Any, observation: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
+    """Train a minisparse Agent `frames` frames from `observation`: the observation to go on from, and
+    frames per CPU second (the A/B scripts under benchmarks/ time one agent in alternating rounds)."""
+    start = time.process_time()
+    for _ in range(frames):
+        observation = agent.step(observation)[0]
+    return observation, frames / (time.process_time() - start)
+
+
 def baseline_workload(game: str, seed: int, prefill: int) -> Workload:
     """The plain DQN of benchmarks/baseline_dqn.py (needs a source checkout)."""
     agent = _load(BASELINE_FILE, "minisparse_baseline_dqn").BaselineDQN(game, seed)
