@@ -255,10 +255,10 @@ def resume(path: Path) -> Path:
     config = rundir.read_config(path)
     if rundir.is_complete(path):
         return path
-    rundir.check_identity(path, config)
+    structure = make_structure(config.structure, config.structure_options, config.plugins)
+    rundir.check_identity(path, config, asdict(structure))
     state = rundir.load_checkpoint(path)
     agent = Agent(config)
-    rundir.check_structure_options(path, asdict(agent.structure))
     if state is not None:
         written_by = _checkpoint_identity(state)
         if written_by != agent.identity():

@@ -85,10 +85,13 @@ def read_config(path: Path) -> Config:
         raise ConfigError(f"cannot resume {str(path)!r}: incompatible {CONFIG} ({error})") from None
 
 
-def check_identity(path: Path, config: Config) -> None:
+def check_identity(path: Path, config: Config, structure_options: dict[str, Any]) -> None:
     """Refuse to resume a run whose config.json was edited after it started: the checkpoint would bring
     back the old optimizer settings while other edits (gamma, frames) changed the run mid-way, and
-    config.json would describe neither."""
+    config.json would describe neither. Refuse too under code whose structure options (every option,
+    defaults included: `structure_options`) differ from those it started with: the run's name leaves
+    out options at their defaults, so a changed default (l1's strength) keeps the name while the rest
+    of the run would train differently from what config.json records."""
     data = json.loads((path / CONFIG).read_text())
     started_as = data.get("fingerprint") or path.name.rsplit("-", 1)[-1]  # older runs: the folder's id
     now = config.fingerprint()
@@ -96,14 +99,8 @@ def check_identity(path: Path, config: Config) -> None:
         raise ConfigError(f"cannot resume {str(path)!r}: {CONFIG} was edited after the run started (its settings "
                           f"now hash to {now}, the run's are {started_as}); restore it, or start a new run "
                           f"with the new settings")
-
-
-def check_structure_options(path: Path, options: dict[str, Any]) -> None:
-    """Refuse to resume a run under code whose structure options differ from those it started with: the
-    run's name leaves out options at their defaults, so a changed default (l1's strength) keeps the name
-    while the rest of the run would train differently from what config.json records."""
-    started_with = json.loads((path / CONFIG).read_text()).get("structure", {}).get("options")
-    now = json.loads(json.dumps(options, default=str))
+    started_with = data.get("structure", {}).get("options")
+    now = json.loads(json.dumps(structure_options, default=str))
     if started_with is not None and started_with != now:
         changed = ", ".join(f"{key}={started_with.get(key)!r} -> {now.get(key)!r}"
                             for key in sorted(set(started_with) | set(now)) if started_with.get(key) != now.get(key))
