@@ -1,10 +1,13 @@
 """The study protocol's six questions, each answered from run scores with a verdict.
 
 Every claim is tested with the probability of improvement P(x > y) (stratified by game and by the
-settings the claim is not about) and its bootstrap CI, except "the best fixed structure is not the
-best learned one", which is tested by how often bootstrap resamples of the runs pick the same best
-structure under both weight modes. A row is decided only when its 95% CI lies on one side of 0.5
-(or, for the winners, when 95% of resamples agree); otherwise it is undecided.
+settings the claim is not about), its bootstrap CI and the one-sided permutation p-value in the
+direction of the estimate, except "the best fixed structure is not the best learned one", which is
+tested by how often bootstrap resamples of the runs pick the same best structure under both weight
+modes. A row is decided only when its 95% CI lies on one side of 0.5 and p <= 0.05 (or, for the
+winners, when 95% of resamples agree); otherwise it is undecided. The CI alone would decide too
+often with few seeds: two runs against two that do not overlap give the CI [1, 1], while the chance
+of that ordering with no difference at all is 1/6.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from .stats import _VARIANT_KEYS, _mean_improvement, bootstrap_ci, iqm, run_scores, variants
+from .stats import _VARIANT_KEYS, _mean_improvement, bootstrap_ci, iqm, permutation_p, run_scores, variants
 
 DENSE = "dense"
 SPATIAL = ("conv", "local")
@@ -28,7 +31,7 @@ CLAIMS = {
     "leaky_relu_helps": "leaky_relu helps at 90% sparsity",
 }
 _EVIDENCE_COLUMNS = ["claim", "game", "weights", "comparison", "statistic", "estimate", "ci_low", "ci_high",
-                     "runs", "verdict"]
+                     "p_value", "runs", "verdict"]
 
 
 def claim_evidence(episodes: pd.DataFrame, last_fraction: float = 0.1, reps: int = 2000,
@@ -79,19 +82,21 @@ def claim_verdicts(evidence: pd.DataFrame) -> pd.DataFrame:
 
 
 def _improvement_row(claim: str, game: str, weights: str, comparison: str, x: list[np.ndarray],
-                     y: list[np.ndarray], reps: int, confidence: float, seed: int,
-                     supports_if_x_better: bool = True) -> dict:
-    """P(x > y) over strata (pairs x[i], y[i]) with its CI; the verdict reads the CI against 0.5."""
+                     y: list[np.ndarray], reps: int, confidence: float, seed: int) -> dict:
+    """P(x > y) over strata (pairs x[i], y[i]) with its CI and the one-sided p-value in the estimate's
+    direction; the verdict needs both the CI on one side of 0.5 and that p-value under 1 - confidence."""
     samples = [s for pair in zip(x, y) for s in pair]
     p = float(_mean_improvement(*samples))
     low, high = bootstrap_ci(samples, _mean_improvement, reps, confidence, seed)
-    better = low > 0.5 if not np.isnan(low) else False
-    worse = high < 0.5 if not np.isnan(high) else False
-    if not supports_if_x_better:
-        better, worse = worse, better
+    direction = samples if p >= 0.5 else [s for pair in zip(y, x) for s in pair]
+    p_value = permutation_p(direction, reps, seed)
+    significant = p_value <= 1 - confidence
+    better = significant and low > 0.5 if not np.isnan(low) else False
+    worse = significant and high < 0.5 if not np.isnan(high) else False
     verdict = SUPPORTS if better else CONTRADICTS if worse else UNDECIDED
     return {"claim": claim, "game": game, "weights": weights, "comparison": comparison, "statistic": "P(x > y)",
-            "estimate": p, "ci_low": low, "ci_high": high, "runs": sum(len(s) for s in samples), "verdict": verdict}
+            "estimate": p, "ci_low": low, "ci_high": high, "p_value": p_value, "runs": sum(len(s) for s in samples),
+            "verdict": verdict}
 
 
 def _per_game(frame: pd.DataFrame, x: Callable[[pd.DataFrame], pd.Series],
@@ -141,7 +146,7 @@ def _best_depends_on_weights(scores: pd.DataFrame, reps: int, confidence: float,
         rows.append({"claim": "best_depends_on_weights", "game": game, "weights": "fixed vs learned",
                      "comparison": f"best fixed {fixed}, best learned {learned}",
                      "statistic": "share of resamples with one best in both modes", "estimate": same,
-                     "ci_low": np.nan, "ci_high": np.nan, "runs": len(cell),
+                     "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "runs": len(cell),
                      "verdict": verdict})
     return rows
 

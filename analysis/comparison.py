@@ -88,7 +88,8 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         result.warnings.append("no probability of improvement: no weight mode has two structures")
     else:
         table("probability_of_improvement", improvement,
-              f"Probability of improvement P(x > y) of final scores with 95% bootstrap CIs; {seeds}")
+              f"Probability of improvement P(x > y) of final scores with 95% bootstrap CIs and the one-sided "
+              f"permutation p-value of x beating y; {seeds}")
         figure("probability_of_improvement", lambda: figures.improvement(improvement, seeds, figure_warning, style))
 
     ranks = rank_table(performance)
@@ -104,8 +105,9 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         table("claims", claim_verdicts(evidence), "The study protocol's claims: verdict at this budget from the "
               f"comparisons in claim_evidence (95% CIs; {seeds})")
         table("claim_evidence", evidence, "Each comparison behind a claim: P(x > y) of final scores (stratified by "
-              "game and other settings) with its 95% bootstrap CI, or how often resamples agree on one best "
-              "structure; supports or contradicts only when the CI (or 95% of resamples) is on one side")
+              "game and other settings) with its 95% bootstrap CI and one-sided permutation p-value, or how often "
+              "resamples agree on one best structure; supports or contradicts only when the CI is on one side of "
+              "0.5 and p <= 0.05 (or 95% of resamples agree)")
 
     for setting in varied_settings(episodes):
         name = setting.removeprefix("option.")
@@ -187,7 +189,8 @@ def _compare_evaluations(evaluations: pd.DataFrame, style: figures.Style, warnin
     improvement = improvement_table(scores, reps, seed=seed)
     if not improvement.empty:
         table("eval_probability_of_improvement", improvement,
-              f"Probability of improvement P(x > y) of final greedy scores with 95% bootstrap CIs; {runs_note}")
+              f"Probability of improvement P(x > y) of final greedy scores with 95% bootstrap CIs and the "
+              f"one-sided permutation p-value of x beating y; {runs_note}")
     paired = paired_differences(evaluations, reps, seed=seed)
     if not paired.empty:
         table("eval_paired_differences", paired,

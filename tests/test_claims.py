@@ -6,7 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import numpy as np
+import scipy.stats
+
 from minisparse.analysis import claim_evidence, claim_verdicts, load_runs
+from minisparse.analysis.stats import permutation_p
 from tests.test_analysis import write_run
 
 
@@ -53,6 +57,24 @@ def test_a_single_seed_decides_nothing(tmp_path: Path) -> None:
     evidence = claim_evidence(episodes, reps=200)
     assert len(evidence) and set(evidence["verdict"]) == {"undecided"}
     assert set(claim_verdicts(evidence)["verdict"]) == {"undecided"}
+
+
+def test_two_seeds_that_do_not_overlap_decide_nothing(tmp_path: Path) -> None:
+    """Their bootstrap CI is [1, 1], yet the chance of that ordering with no difference at all is 1/6."""
+    episodes = planted(tmp_path, {("breakout", "random", "fixed"): [9, 10], ("breakout", "dense", "fixed"): [1, 2]})
+    row = evidence_of(episodes, "sparse_beats_dense").iloc[0]
+    assert row["ci_low"] == 1.0 and row["p_value"] == pytest.approx(1 / 6) and row["verdict"] == "undecided"
+    assert verdict_of(episodes, "At matched capacity") == "undecided"
+
+
+@pytest.mark.parametrize("x, y", [([10, 11, 12], [1, 2, 3]), ([3, 8, 9, 14], [1, 2, 5, 11, 13]),
+                                  ([2, 4, 6], [1, 3, 5]), (np.arange(8) + 3.5, np.arange(8))])
+def test_the_permutation_p_value_is_the_exact_rank_test(x: list[float], y: list[float]) -> None:
+    """Counted over every arrangement, or over 2000 random ones when there are more (8 runs against 8)."""
+    x, y = np.array(x, float), np.array(y, float)
+    exact = scipy.stats.mannwhitneyu(x, y, alternative="greater", method="exact").pvalue
+    assert permutation_p([x, y]) == pytest.approx(exact, abs=0.01)
+    assert permutation_p([x, y, x, y]) < exact  # the same difference in a second game is more evidence
 
 
 def test_the_best_structure_changes_with_the_weight_mode(tmp_path: Path) -> None:
