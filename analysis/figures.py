@@ -169,8 +169,11 @@ def improvement(table: pd.DataFrame, seeds: str, warning: str | None, style: Sty
         rows = table[table["weights"] == mode]
         order = structure_order(pd.concat([rows["x"], rows["y"]]))
         matrix = rows.pivot(index="x", columns="y", values="probability").reindex(index=order, columns=order)
+        significant = rows.pivot(index="x", columns="y", values="p_value").reindex(index=order, columns=order) <= 0.05
+        annotations = matrix.map("{:.2f}".format) + significant.map({True: "*", False: ""}.get)
         matrix.index = matrix.columns = [style.labels[n] for n in order]
-        sns.heatmap(matrix, ax=ax, vmin=0, vmax=1, center=0.5, cmap="vlag", annot=size <= 12, fmt=".2f",
+        sns.heatmap(matrix, ax=ax, vmin=0, vmax=1, center=0.5, cmap="vlag",
+                    annot=annotations.to_numpy() if size <= 12 else False, fmt="",
                     square=True, cbar=ax is axes[0, -1], cbar_kws={"label": "P(row > column)"})
         ax.tick_params(axis="y", labelrotation=0)
         ax.tick_params(axis="x", labelrotation=90)
@@ -178,7 +181,7 @@ def improvement(table: pd.DataFrame, seeds: str, warning: str | None, style: Sty
         ax.set_xlabel("structure Y (column)")
         ax.set_ylabel("structure X (row)")
     _title(fig, "Probability of improvement P(X > Y): chance that a run of X ends with a higher "
-                f"score than a run of Y\n(ties count half; {seeds}; "
+                f"score than a run of Y\n(ties count half; * one-sided permutation p <= 0.05; {seeds}; "
                 "95% CIs in probability_of_improvement.csv)", warning)
     _caption(fig, style.key(table["x"]))
     return fig

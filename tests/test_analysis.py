@@ -26,7 +26,7 @@ from minisparse.analysis import (NoRunsError, binned_returns, compare, eval_scor
                                  paired_differences, probability_of_improvement, rank_table, run_scores,
                                  sensitivity, varied_settings)
 from minisparse.analysis.command import compare as compare_command  # noqa: E402
-from minisparse.analysis.stats import REFERENCE_RETURNS, bootstrap_ci, iqm  # noqa: E402
+from minisparse.analysis.stats import REFERENCE_RETURNS, bootstrap_ci, iqm, permutation_p  # noqa: E402
 from minisparse.config import CHANNELS, Config  # noqa: E402
 
 FRAMES = 10_000
@@ -309,6 +309,8 @@ def test_probability_of_improvement_counts_pairs_and_averages_over_games(episode
             low, high = bootstrap_ci(samples, mean_improvement, 300, 0.95, seed=0)
             expected = (low, high) if x == first else (1 - high, 1 - low)
             assert (row["ci_low"].item(), row["ci_high"].item()) == pytest.approx(expected, abs=1e-12)
+            ordered = [np.array(SCORES[(g, weights)][s], float) for g in ("asterix", "breakout") for s in (x, y)]
+            assert row["p_value"].item() == permutation_p(ordered, 300, 0)  # x beating y, not y beating x
     # conv vs set under fixed weights on breakout has ties: (3,3), (4,4), (5,5) count half.
     assert hand_improvement([2, 3, 4, 5], [3, 4, 5, 6]) == pytest.approx((0 + 0.5 + 1.5 + 2.5) / 16)
 
@@ -507,6 +509,20 @@ def test_figures_of_a_crowded_study_use_short_labels_a_key_and_mark_unfinished_r
     heatmap = figures.improvement(probability_of_improvement(episodes, reps=100), "n=2 seeds", None, style)
     ticks = [tick.get_text() for tick in heatmap.axes[0].get_xticklabels()]
     assert ticks and max(map(len, ticks)) <= len("random h")
+
+
+def test_the_heatmap_stars_exactly_the_pairs_with_p_at_most_005(tmp_path: Path) -> None:
+    """conv's three runs all beat random's (p = 0.05); local's overlap both."""
+    from minisparse.analysis import figures
+    for structure, finals in (("conv", [10, 11, 12]), ("random", [1, 2, 3]), ("local", [2.5, 9, 13])):
+        for seed, final in enumerate(finals):
+            write_run(tmp_path, structure=structure, seed=seed, final=float(final))
+    episodes = load_runs(tmp_path)
+    table = probability_of_improvement(episodes, reps=100)
+    heatmap = figures.improvement(table, "n=3 seeds", None, figures.Style.of(run_scores(episodes)))
+    starred = sorted(text.get_text() for text in heatmap.axes[0].texts if text.get_text().endswith("*"))
+    assert starred == ["1.00*"]
+    assert table.loc[table["p_value"] <= 0.05, ["x", "y"]].values.tolist() == [["conv", "random"]]
 
 
 @pytest.mark.parametrize("make, message", [
