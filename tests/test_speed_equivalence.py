@@ -66,6 +66,9 @@ def filled_agent(**config) -> Agent:
     ("random", "learned", "dense", None),
     ("random", "learned", "sparse", 0.95),
     ("random", "fixed", "sparse", None),
+    ("dense", "learned", "dense", None),
+    ("local", "learned", "sparse", None),
+    ("predictive", "fixed", "sparse", None),
 ])
 def test_fast_update_matches_the_plain_reference(structure, weights, backend, sparsity):
     agent = filled_agent(structure=structure, weights=weights, backend=backend, sparsity=sparsity)
