@@ -116,7 +116,7 @@ def parse_structure_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 # How `minisparse run --help` groups its options, in this order; any option not named lands in the last.
 RUN_SECTIONS = {
-    "What to train": ("game", "structure", "structure_option", "weights", "seed", "frames", "plugins"),
+    "What to train": ("like", "game", "structure", "structure_option", "weights", "seed", "frames", "plugins"),
     "Capacity": ("sparsity", "fan_in", "sparse_hidden", "distribution", "hidden_units", "dense_units"),
     "The game": ("sticky_action_prob", "difficulty_ramping"),
     "DQN hyperparameters": ("activation", "leaky_slope", "batch_size", "replay_capacity", "replay_start",
@@ -166,27 +166,39 @@ def cli() -> None:
               help="Folder that receives the run directory.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this run directory from its checkpoint.")
+@click.option("--config", "like", type=click.Path(path_type=Path), default=None, metavar="RUN",
+              help="Start a new run with the settings of RUN (a run directory or its config.json); options "
+                   "given here override them, e.g. --seed 3 or --frames 50000.")
 @click.pass_context
 def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume: Path | None,
-        **fields: Any) -> None:
+        like: Path | None, **fields: Any) -> None:
     """Train a DQN agent and leave a self-describing run directory.
 
     \b
-    Example:
+    Examples:
       minisparse run --game breakout --structure random --weights fixed --frames 200000
+      minisparse run --config docs/results/runs/interplay-pilot/breakout-local-fixed-s1-3317e058
     """
     if resume is not None:
-        given = [name for name in ctx.params
-                 if name != "resume" and ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        given = [param.opts[0] for param in ctx.command.params
+                 if param.name != "resume" and ctx.get_parameter_source(param.name).name == "COMMANDLINE"]
         if given:
-            raise ConfigError(f"--resume takes no other options (the run's config.json decides); got --{given[0]}")
+            raise ConfigError(f"--resume takes no other options (the run's config.json decides); got {given[0]}")
         from minisparse import dqn  # torch: imported once the options are known to be sound
 
         resume = resume.resolve()
         with runner.exclusive(resume.parent, resume.name) if resume.is_dir() else nullcontext():
             path = dqn.resume(resume)
     else:
-        config = config_from_options(fields, structure_option)
+        options_before = {}
+        if like is not None:
+            from minisparse import rundir
+
+            before = rundir.config_like(like)
+            given = {name: fields[name] for name in fields if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+            fields = {**{name: value for name, value in before.to_dict().items() if name in fields}, **given}
+            options_before = before.structure_options if fields["structure"] == before.structure else {}
+        config = config_from_options(fields, structure_option, options_before)
         from minisparse import dqn
 
         agent, path = dqn.create(config, out)
@@ -201,9 +213,11 @@ def budget_options(command: Callable) -> Callable:
     return config_options(command, BUDGET_FIELDS)
 
 
-def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = ()) -> Config:
+def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = (),
+                        options_before: dict[str, Any] | None = None) -> Config:
     """The Config that command-line options describe: plug-in folder made absolute (it is stored
-    in the run's config), structure options typed as the structure declares them."""
+    in the run's config), structure options typed as the structure declares them and added to
+    `options_before` (those of the run that --config names)."""
     fields = dict(fields)
     if "adam_betas" in fields:
         fields["adam_betas"] = tuple(fields["adam_betas"])
@@ -213,7 +227,7 @@ def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = 
     structure, given = fields.get("structure", Config.structure), parse_structure_options(option_pairs)
     check_structure(structure, given, fields.get("plugins"))
     from minisparse.structure import typed_options  # torch: only once the settings are sound
-    options = typed_options(structure, given, fields.get("plugins"))
+    options = {**(options_before or {}), **typed_options(structure, given, fields.get("plugins"))}
     return Config(**fields, structure_options=options).validate()
 
 

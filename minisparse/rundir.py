@@ -71,18 +71,28 @@ def create(config: Config, out: Path, capacity: dict[str, Any], structure_option
 
 def read_config(path: Path) -> Config:
     """The resolved config a run directory was started with."""
-    file = path / CONFIG
     if not path.is_dir():
         raise ConfigError(f"cannot resume {str(path)!r}: no such run directory")
+    return _config_in(path / CONFIG, f"cannot resume {str(path)!r}")
+
+
+def config_like(path: Path) -> Config:
+    """The settings of a run directory (or of its config.json), to start another run like it."""
+    if not path.exists():
+        raise ConfigError(f"--config {str(path)!r}: no such run directory or file")
+    return _config_in(path / CONFIG if path.is_dir() else path, f"--config {str(path)!r}")
+
+
+def _config_in(file: Path, context: str) -> Config:
     try:
         data = json.loads(file.read_text())
         return Config.from_dict(data["config"]).validate()
     except FileNotFoundError:
-        raise ConfigError(f"cannot resume {str(path)!r}: it has no {CONFIG}, so it is not a run directory") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ConfigError(f"cannot resume {str(path)!r}: {CONFIG} is corrupt ({error})") from None
+        raise ConfigError(f"{context}: it has no {CONFIG}, so it is not a run directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise ConfigError(f"{context}: {file.name} is corrupt or not a run's {CONFIG} ({error})") from None
     except ConfigError as error:
-        raise ConfigError(f"cannot resume {str(path)!r}: incompatible {CONFIG} ({error})") from None
+        raise ConfigError(f"{context}: incompatible {CONFIG} ({error})") from None
 
 
 def check_identity(path: Path, config: Config, structure_options: dict[str, Any]) -> None:

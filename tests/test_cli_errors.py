@@ -133,7 +133,20 @@ def test_checkpoint_never_unpickles_arbitrary_objects(tiny_run, tmp_path):
 
 
 def test_resume_takes_no_other_options(tiny_run):
-    assert_one_line_error(minisparse("run", "--resume", str(tiny_run), "--frames", "10"), ["--resume", "frames"])
+    assert_one_line_error(minisparse("run", "--resume", str(tiny_run), "--fan-in", "10"), ["--resume", "--fan-in"])
+    assert_one_line_error(minisparse("run", "--resume", str(tiny_run), "--config", str(tiny_run)), ["--config"])
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda run, tmp: tmp / "missing", ["missing", "no such run directory or file"]),
+    (lambda run, tmp: tmp, ["no config.json", "not a run directory"]),
+    (lambda run, tmp: run / "episodes.csv", ["episodes.csv", "not a run's config.json"]),
+])
+def test_config_of_something_that_is_not_a_run(make, expected, tiny_run, tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(minisparse("run", "--config", str(make(tiny_run, tmp_path)), "--out", str(out)),
+                          ["--config", *expected])
+    assert not out.exists()
 
 
 def test_resume_with_a_checkpoint_of_another_config(tiny_run, tmp_path):

@@ -78,13 +78,18 @@ def test_training_flushes_denormals_in_torch_and_in_the_compiled_optimizer():
 
 
 def test_same_seed_same_returns_different_seed_different_returns(tiny_run, tmp_path):
-    again = minisparse("run", "--structure", "random", "--weights", "fixed", "--out", str(tmp_path / "a"), *TINY)
+    """Runs started from tiny_run's config (--config), as anyone checking a shipped run would: all of it,
+    then all of it but the seed."""
+    again = minisparse("run", "--config", str(tiny_run), "--out", str(tmp_path / "a"))
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(episodes(only_run(tmp_path / "a"))[RESULT_COLUMNS], episodes(tiny_run)[RESULT_COLUMNS])
-    other = minisparse("run", "--structure", "random", "--weights", "fixed", "--seed", "1",
-                       "--out", str(tmp_path / "b"), *TINY)
+    other = minisparse("run", "--config", str(tiny_run / "config.json"), "--seed", "1", "-o", "per_unit=false",
+                       "--out", str(tmp_path / "b"))
     assert other.returncode == 0, other.stderr
     assert not episodes(only_run(tmp_path / "b"))[RESULT_COLUMNS].equals(episodes(tiny_run)[RESULT_COLUMNS])
+    settings = [json.loads((run / "config.json").read_text())["config"] for run in (tiny_run, only_run(tmp_path / "b"))]
+    changed = {key for key in settings[0] if settings[0][key] != settings[1][key]}
+    assert changed == {"seed", "structure_options"} and settings[1]["structure_options"] == {"per_unit": False}
 
 
 def start_run(out, *extra):
