@@ -1,13 +1,14 @@
 """The study protocol's six questions, each answered from run scores with a verdict.
 
 Every claim is tested with the probability of improvement P(x > y) (stratified by game and by the
-settings the claim is not about), its bootstrap CI and the one-sided permutation p-value in the
-direction of the estimate, except "the best fixed structure is not the best learned one", which is
-tested by how often bootstrap resamples of the runs pick the same best structure under both weight
-modes. A row is decided only when its 95% CI lies on one side of 0.5 and p <= 0.05 (or, for the
-winners, when 95% of resamples agree); otherwise it is undecided. The CI alone would decide too
-often with few seeds: two runs against two that do not overlap give the CI [1, 1], while the chance
-of that ordering with no difference at all is 1/6.
+settings the claim is not about), its bootstrap CI and one-sided permutation p-values, except "the
+best fixed structure is not the best learned one", which is tested by how often bootstrap resamples
+of the runs pick the same best structure under both weight modes. A row supports (contradicts) only
+when its 95% CI lies above (below) 0.5 and the p-value of x beating y (y beating x) is at most 0.05
+(or, for the winners, when 95% of resamples agree); otherwise it is undecided. The CI alone would
+decide too often with few seeds: two runs against two that do not overlap give the CI [1, 1], while
+the chance of that ordering with no difference at all is 1/6. A claim that one comparison can
+support ("in some game") is corrected for having k chances: see claim_verdicts.
 """
 from __future__ import annotations
 
@@ -53,13 +54,15 @@ def claim_evidence(episodes: pd.DataFrame, last_fraction: float = 0.1, reps: int
     return pd.DataFrame(rows, columns=_EVIDENCE_COLUMNS)
 
 
-def claim_verdicts(evidence: pd.DataFrame) -> pd.DataFrame:
+def claim_verdicts(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """One row per testable claim: its verdict at this budget and the comparisons behind it.
 
     "Sparse beats dense", "masking helps" and "leaky_relu helps" are general claims: supported when
     every comparison supports them, contradicted when every one contradicts them, mixed when some
     are decided either way. The other three say "not always" or "in some game": one supporting
-    comparison supports them, and only all comparisons contradicting them contradicts them.
+    comparison of k supports them if its p-value (for the best structures, the share of resamples
+    agreeing) is at most (1 - confidence) / k, Bonferroni's bound on finding one among k by chance;
+    only all comparisons contradicting them contradicts them.
     """
     rows = []
     for claim, text in CLAIMS.items():
@@ -69,7 +72,9 @@ def claim_verdicts(evidence: pd.DataFrame) -> pd.DataFrame:
         verdicts = rows_of_claim["verdict"]
         counts = {v: int((verdicts == v).sum()) for v in (SUPPORTS, CONTRADICTS, UNDECIDED)}
         if claim in ("best_depends_on_weights", "spatial_not_always_best", "fixed_can_match_learned"):
-            verdict = ("supported" if counts[SUPPORTS] else
+            chance = rows_of_claim["p_value"].fillna(rows_of_claim["estimate"])
+            found = ((verdicts == SUPPORTS) & (chance <= (1 - confidence) / len(verdicts))).any()
+            verdict = ("supported" if found else
                        "contradicted" if counts[CONTRADICTS] == len(verdicts) else "undecided")
         else:
             verdict = ("supported" if counts[SUPPORTS] == len(verdicts) else
@@ -88,11 +93,11 @@ def _improvement_row(claim: str, game: str, weights: str, comparison: str, x: li
     samples = [s for pair in zip(x, y) for s in pair]
     p = float(_mean_improvement(*samples))
     low, high = bootstrap_ci(samples, _mean_improvement, reps, confidence, seed)
-    direction = samples if p >= 0.5 else [s for pair in zip(y, x) for s in pair]
-    p_value = permutation_p(direction, reps, seed)
-    significant = p_value <= 1 - confidence
-    better = significant and low > 0.5 if not np.isnan(low) else False
-    worse = significant and high < 0.5 if not np.isnan(high) else False
+    p_better = permutation_p(samples, reps, seed)
+    p_worse = permutation_p([s for pair in zip(y, x) for s in pair], reps, seed)
+    better = low > 0.5 and p_better <= 1 - confidence  # NaN (one run a side) compares False
+    worse = high < 0.5 and p_worse <= 1 - confidence
+    p_value = p_better if p >= 0.5 else p_worse
     verdict = SUPPORTS if better else CONTRADICTS if worse else UNDECIDED
     return {"claim": claim, "game": game, "weights": weights, "comparison": comparison, "statistic": "P(x > y)",
             "estimate": p, "ci_low": low, "ci_high": high, "p_value": p_value, "runs": sum(len(s) for s in samples),

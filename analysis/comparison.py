@@ -103,7 +103,8 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
     evidence = claim_evidence(episodes, last_fraction, reps, seed=seed)
     if not evidence.empty:
         table("claims", claim_verdicts(evidence), "The study protocol's claims: verdict at this budget from the "
-              f"comparisons in claim_evidence (95% CIs; {seeds})")
+              f"comparisons in claim_evidence (95% CIs; a claim that one of k comparisons can support needs "
+              f"that one's p <= 0.05 / k; {seeds})")
         table("claim_evidence", evidence, "Each comparison behind a claim: P(x > y) of final scores (stratified by "
               "game and other settings) with its 95% bootstrap CI and one-sided permutation p-value, or how often "
               "resamples agree on one best structure; supports or contradicts only when the CI is on one side of "

@@ -180,7 +180,7 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
       minisparse run --config docs/results/runs/interplay-pilot/breakout-local-fixed-s1-3317e058
     """
     if resume is not None:
-        given = [param.opts[0] for param in ctx.command.params
+        given = ["/".join(param.opts + param.secondary_opts) for param in ctx.command.params
                  if param.name != "resume" and ctx.get_parameter_source(param.name).name == "COMMANDLINE"]
         if given:
             raise ConfigError(f"--resume takes no other options (the run's config.json decides); got {given[0]}")
@@ -194,10 +194,8 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
         if like is not None:
             from minisparse import rundir
 
-            before = rundir.config_like(like)
             given = {name: fields[name] for name in fields if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-            fields = {**{name: value for name, value in before.to_dict().items() if name in fields}, **given}
-            options_before = before.structure_options if fields["structure"] == before.structure else {}
+            fields, options_before = settings_like(rundir.config_like(like), given)
         config = config_from_options(fields, structure_option, options_before)
         from minisparse import dqn
 
@@ -207,6 +205,19 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
     from minisparse.rundir import summary
 
     click.echo(f"run complete: {path}\n{summary(path)}")
+
+
+def settings_like(before: Config, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings of a run like `before` with the options `given` on the command line, and the structure
+    options it keeps (only those of an unchanged structure). A budget given replaces the one it had
+    (--fan-in after a run with --sparsity), and a structure that ignores a budget drops the one it had."""
+    fields = {name: value for name, value in before.to_dict().items() if name != "structure_options"}
+    if given.keys() & {"sparsity", "fan_in"}:
+        fields.update(sparsity=None, fan_in=None)
+    fields.update(given)
+    if not Config(**fields).takes_budget():
+        fields.update(sparsity=None, fan_in=None)
+    return fields, before.structure_options if fields["structure"] == before.structure else {}
 
 
 def budget_options(command: Callable) -> Callable:
@@ -227,7 +238,7 @@ def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = 
     structure, given = fields.get("structure", Config.structure), parse_structure_options(option_pairs)
     check_structure(structure, given, fields.get("plugins"))
     from minisparse.structure import typed_options  # torch: only once the settings are sound
-    options = {**(options_before or {}), **typed_options(structure, given, fields.get("plugins"))}
+    options = typed_options(structure, {**(options_before or {}), **given}, fields.get("plugins"))
     return Config(**fields, structure_options=options).validate()
 
 

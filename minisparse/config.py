@@ -135,14 +135,18 @@ class Config:
     def _check_structure(self) -> None:
         """The structure is registered, and takes the budget if one is given (a budget given to a
         structure that ignores it would label identical runs differently)."""
+        budget = "sparsity" if self.sparsity is not None else "fan-in" if self.fan_in is not None else None
+        if budget and not self.takes_budget():
+            raise ConfigError(f"structure {self.structure} ignores the budget, so --{budget} does not apply "
+                              f"(it sets the budget of the structures that take one)")
+
+    def takes_budget(self) -> bool:
+        """Whether --sparsity / --fan-in change what this network wires: the structure takes a budget, or the
+        sparse hidden layer does (image-only structures leave that layer to random)."""
         from minisparse.structure import structure_class
 
         cls = structure_class(self.structure, self.plugins)
-        budget = "sparsity" if self.sparsity is not None else "fan-in" if self.fan_in is not None else None
-        hidden_takes_it = self.sparse_hidden and cls.image_only  # image-only ones leave that layer to random
-        if budget and not cls.uses_budget and not hidden_takes_it:
-            raise ConfigError(f"structure {self.structure} ignores the budget, so --{budget} does not apply "
-                              f"(it sets the budget of the structures that take one)")
+        return cls.uses_budget or (self.sparse_hidden and cls.image_only)
 
     @property
     def eval_interval(self) -> int:

@@ -89,6 +89,8 @@ def _config_in(file: Path, context: str) -> Config:
         return Config.from_dict(data["config"]).validate()
     except FileNotFoundError:
         raise ConfigError(f"{context}: it has no {CONFIG}, so it is not a run directory") from None
+    except OSError as error:
+        raise ConfigError(f"{context}: cannot read {file} ({error.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise ConfigError(f"{context}: {file.name} is corrupt or not a run's {CONFIG} ({error})") from None
     except ConfigError as error:

@@ -1,6 +1,7 @@
 """The protocol's claims get the verdicts their planted scores call for, and only with enough seeds."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -73,7 +74,8 @@ def test_the_permutation_p_value_is_the_exact_rank_test(x: list[float], y: list[
     """Counted over every arrangement, or over 2000 random ones when there are more (8 runs against 8)."""
     x, y = np.array(x, float), np.array(y, float)
     exact = scipy.stats.mannwhitneyu(x, y, alternative="greater", method="exact").pvalue
-    assert permutation_p([x, y]) == pytest.approx(exact, abs=0.01)
+    sampled = math.comb(len(x) + len(y), len(x)) > 2000
+    assert permutation_p([x, y]) == pytest.approx(exact, abs=0.01 if sampled else 1e-12)
     assert permutation_p([x, y, x, y]) < exact  # the same difference in a second game is more evidence
 
 
@@ -95,26 +97,31 @@ def test_the_best_structure_changes_with_the_weight_mode(tmp_path: Path) -> None
 
 
 def test_a_non_spatial_structure_is_tested_against_the_better_spatial_one(tmp_path: Path) -> None:
-    cells = {("breakout", "conv", "fixed"): [5, 6, 7], ("breakout", "local", "fixed"): LOW,
-             ("breakout", "random", "fixed"): HIGH, ("breakout", "dense", "fixed"): [30, 30, 30],
-             ("breakout", "conv", "learned"): HIGH, ("breakout", "local", "learned"): LOW,
-             ("breakout", "random", "learned"): LOW}
-    episodes = planted(tmp_path, cells)
-    rows = evidence_of(episodes, "spatial_not_always_best")
-    assert sorted(rows.index) == ["random vs conv", "random vs conv"]  # dense is not a sparse structure
-    assert sorted(rows["verdict"]) == ["contradicts", "supports"]
-    assert verdict_of(episodes, "The spatial structures") == "supported"  # one game and mode is enough
+    """One game and mode is enough, once it beats the chance of one of the claim's two comparisons
+    coming out this way by luck: at 3 seeds a side it cannot (p = 0.05 > 0.05 / 2), at 5 it does."""
+    for seeds, verdict in ((3, "undecided"), (5, "supported")):
+        high, low = list(range(10, 10 + seeds)), list(range(1, 1 + seeds))
+        cells = {("breakout", "conv", "fixed"): [5.5] * seeds, ("breakout", "local", "fixed"): low,
+                 ("breakout", "random", "fixed"): high, ("breakout", "dense", "fixed"): [30] * seeds,
+                 ("breakout", "conv", "learned"): high, ("breakout", "local", "learned"): low,
+                 ("breakout", "random", "learned"): low}
+        episodes = planted(tmp_path / str(seeds), cells)
+        rows = evidence_of(episodes, "spatial_not_always_best")
+        assert sorted(rows.index) == ["random vs conv", "random vs conv"]  # dense is not a sparse structure
+        assert sorted(rows["verdict"]) == ["contradicts", "supports"]
+        assert verdict_of(episodes, "The spatial structures") == verdict
 
 
 def test_fixed_weights_matching_learned_ones_somewhere(tmp_path: Path) -> None:
-    cells = {("breakout", "random", "fixed"): HIGH, ("breakout", "random", "learned"): LOW,
-             ("space_invaders", "random", "fixed"): LOW, ("space_invaders", "random", "learned"): HIGH}
+    high, low = [10, 11, 12, 13, 14], [1, 2, 3, 4, 5]
+    cells = {("breakout", "random", "fixed"): high, ("breakout", "random", "learned"): low,
+             ("space_invaders", "random", "fixed"): low, ("space_invaders", "random", "learned"): high}
     episodes = planted(tmp_path / "a", cells)
     rows = evidence_of(episodes, "fixed_can_match_learned")
     assert rows.set_index("game")["verdict"].to_dict() == {"breakout": "supports", "space_invaders": "contradicts"}
     assert verdict_of(episodes, "Fixed random") == "supported"
 
-    cells[("breakout", "random", "fixed")] = [0, 0, 0]
+    cells[("breakout", "random", "fixed")] = [0] * 5
     assert verdict_of(planted(tmp_path / "b", cells), "Fixed random") == "contradicted"
 
 

@@ -141,6 +141,7 @@ def test_resume_takes_no_other_options(tiny_run):
     (lambda run, tmp: tmp / "missing", ["missing", "no such run directory or file"]),
     (lambda run, tmp: tmp, ["no config.json", "not a run directory"]),
     (lambda run, tmp: run / "episodes.csv", ["episodes.csv", "not a run's config.json"]),
+    (lambda run, tmp: (tmp / "odd" / "config.json").mkdir(parents=True) or tmp / "odd", ["cannot read", "config.json"]),
 ])
 def test_config_of_something_that_is_not_a_run(make, expected, tiny_run, tmp_path):
     out = tmp_path / "out"

@@ -92,6 +92,21 @@ def test_same_seed_same_returns_different_seed_different_returns(tiny_run, tmp_p
     assert changed == {"seed", "structure_options"} and settings[1]["structure_options"] == {"per_unit": False}
 
 
+@pytest.mark.parametrize("given, budget, options", [
+    ({"fan_in": 40}, {"sparsity": None, "fan_in": 40}, {"period": 20}),  # a budget given replaces the run's
+    ({"seed": 3}, {"sparsity": 0.9, "fan_in": None}, {"period": 20}),
+    ({"structure": "set"}, {"sparsity": 0.9, "fan_in": None}, {}),  # another structure: its own options
+    ({"structure": "conv"}, {"sparsity": None, "fan_in": None}, {}),  # which ignores a budget
+])
+def test_config_overrides_settle_the_budget_and_structure_options(given, budget, options):
+    from minisparse.cli import settings_like
+
+    before = Config(structure="rigl", sparsity=0.9, structure_options={"period": 20}).validate()
+    fields, kept = settings_like(before, given)
+    assert {key: fields[key] for key in budget} == budget and kept == options
+    Config(**fields, structure_options=kept).validate()
+
+
 def start_run(out, *extra):
     args = [sys.executable, "-m", "minisparse", "run", "--structure", "conv", "--out", str(out), *TINY,
             "--checkpoint-every", "700", *extra]
