@@ -98,14 +98,19 @@ def learning_curves(binned: pd.DataFrame, style: Style, warning: str | None,
     """Return against frames: mean over seeds of each run's binned training return (or, `greedy`, of
     its greedy evaluations: stats.eval_curves), 95% bootstrap band.
 
-    One panel per game and weight mode that has runs; each curve stops where its runs' data stops
-    (stats.binned), and unfinished runs get their own dashed curve.
+    One panel per game and weight mode that has runs, and per structure too when its runs come in variants
+    (a study's [vary] axes), so that a panel holds the variants of one structure; each curve stops where
+    its runs' data stops (stats.binned), and unfinished runs get their own dashed curve.
     """
     seeds = binned.groupby(["game", "weights", "structure"])["path"].nunique()
-    panels = [f"{game}, {mode} weights" for game, mode in _game_modes(binned)]
+    base = binned["structure"].str.split(" (", n=1, regex=False).str[0]
+    panel = binned["game"] + ", " + binned["weights"] + " weights"
+    if (base != binned["structure"]).any():
+        panel = panel + ", " + base
+    panels = [name for game, mode in _game_modes(binned) for name in sorted(set(panel))
+              if name == f"{game}, {mode} weights" or name.startswith(f"{game}, {mode} weights, ")]
     runs = binned["path"].str.rstrip("/").str.rsplit("/", n=1).str[-1]
-    binned = binned.assign(structure=binned["structure"].map(style.labels),
-                           panel=binned["game"] + ", " + binned["weights"] + " weights",
+    binned = binned.assign(structure=binned["structure"].map(style.labels), panel=panel,
                            runs=np.where(runs.isin(style.unfinished), "unfinished", "complete"))
     palette = {style.labels[name]: colour for name, colour in style.colours.items()}
     dashed = bool(style.unfinished)

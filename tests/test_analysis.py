@@ -501,7 +501,8 @@ def test_figures_of_a_crowded_study_use_short_labels_a_key_and_mark_unfinished_r
 
     curves = figures.learning_curves(binned_returns(episodes, bins=4), style, None, reps=100)
     titles = sorted(ax.get_title() for ax in curves.axes if ax.get_visible())
-    assert titles == ["asterix, fixed weights", "breakout, learned weights"]  # no empty panels
+    assert titles == ["asterix, fixed weights, random", "breakout, learned weights, conv",
+                      "breakout, learned weights, random"]  # a panel per structure with variants; none empty
     assert all(ax.lines for ax in curves.axes if ax.get_visible())
     dashed = [line for ax in curves.axes for line in ax.lines if line.get_linestyle() == "--"]
     assert dashed and "dashed: 1 unfinished run" in "\n".join(t.get_text() for t in curves.texts)
