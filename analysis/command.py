@@ -46,6 +46,11 @@ def compare(paths: tuple[Path, ...], out: Path, bins: int, last_fraction: float,
     runs = result.tables["run_scores"]
     click.echo(f"compared {len(runs)} runs of {runs['structure'].nunique()} structures; "
                f"wrote {len(result.files)} files to {out}")
+    claims = result.tables.get("claims")
+    if claims is not None:
+        click.echo("the protocol's claims at this budget (why: claims.md, claim_evidence.md):")
+        for claim in claims.itertuples():
+            click.echo(f"  {claim.verdict:<12} {claim.claim} ({claim.comparisons} comparisons)")
 
 
 @click.command("export")

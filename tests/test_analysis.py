@@ -435,6 +435,9 @@ def test_command_warns_in_terminal_tables_and_figures_when_capacity_differs(unma
     assert "dense" not in result.stderr.split("matched capacity")[1]  # the reference is not checked
     assert "1 of 12 runs are unfinished" in result.stderr
     assert "compared 12 runs of 3 structures" in result.stdout
+    claims = pd.read_csv(out / "claims.csv")
+    assert len(claims) and all(f"{row.verdict:<12} {row.claim} ({row.comparisons} comparisons)" in result.stdout
+                               for row in claims.itertuples())  # the verdicts, in the terminal too
     capacity = pd.read_csv(out / "capacity.csv")
     assert set(capacity.loc[capacity["layer"] == "structured", "matched"]) == {"NO", "reference"}
     assert "**Warning:** not at matched capacity" in (out / "capacity.md").read_text()
