@@ -89,7 +89,8 @@ def claim_verdicts(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
 def _improvement_row(claim: str, game: str, weights: str, comparison: str, x: list[np.ndarray],
                      y: list[np.ndarray], reps: int, confidence: float, seed: int) -> dict:
     """P(x > y) over strata (pairs x[i], y[i]) with its CI and the one-sided p-value in the estimate's
-    direction; the verdict needs both the CI on one side of 0.5 and that p-value under 1 - confidence."""
+    direction. Supporting needs the CI above 0.5 and the p-value of x beating y at most 1 - confidence;
+    contradicting, the CI below 0.5 and that of y beating x."""
     samples = [s for pair in zip(x, y) for s in pair]
     p = float(_mean_improvement(*samples))
     low, high = bootstrap_ci(samples, _mean_improvement, reps, confidence, seed)
