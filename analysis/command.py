@@ -60,8 +60,8 @@ def compare(paths: tuple[Path, ...], out: Path, bins: int, last_fraction: float,
 def export(study: Path, out: Path) -> None:
     """Pack the runs under STUDY (a sweep's output folder) into one compact file.
 
-    It holds each run's config (resolved, with capacity), completion record, episodes, train rows and
-    start and end masks: what `minisparse compare` and `minisparse.analysis.load_runs` read, and
+    It holds each run's config (resolved, with capacity), completion record, episodes, train rows, greedy
+    evaluations and start and end masks: what `minisparse compare` and `minisparse.analysis.load_runs` read, and
     they read the file exactly as they read the folder. Models and checkpoints stay behind.
 
     \b

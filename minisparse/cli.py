@@ -62,7 +62,8 @@ HELP = {
     "eval_episodes": "Episodes per evaluation; episode k starts from the same seed in every run.",
     "eval_epsilon": "Exploration rate during evaluation.",
     "device": "auto picks CUDA when available.",
-    "backend": "How masked layers execute: dense (masked dense matrices), sparse (torch sparse kernels), "
+    "backend": "How masked layers execute: dense (masked dense matrices), sparse (present connections only: "
+               "compiled loops over the inputs that are on, on a CPU; torch's CSR kernels elsewhere), "
                "auto (whichever is faster for the layer's size and density).",
     "threads": "Torch CPU threads.",
     "checkpoint_every": "Frames between checkpoints (one is also written on SIGINT/SIGTERM).",

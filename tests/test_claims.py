@@ -142,6 +142,23 @@ def test_setting_effects_compare_runs_that_share_every_other_setting(tmp_path: P
     assert verdict_of(episodes, "Masking the optimizer") == "supported"
 
 
+def test_the_setting_claims_read_only_the_runs_they_are_about(tmp_path: Path) -> None:
+    """Masking: SET and RigL at 90% sparsity; leaky_relu: any structure at 90%. Pruning and 70% runs, however
+    clear their difference, are left out."""
+    cells = {}
+    for structure, sparsity in (("set", 0.9), ("set", 0.7), ("prune", 0.9)):
+        for masked in (True, False):
+            for activation, bonus in (("relu", 0), ("leaky_relu", 50)):
+                cells[("breakout", structure, "learned", ("activation", activation), ("mask_optimizer_state", masked),
+                       ("sparsity", sparsity))] = [bonus + 10 * masked + s for s in (0, 1, 2)]
+    evidence = claim_evidence(planted(tmp_path, cells), reps=200)
+    masking = evidence[evidence["claim"] == "masking_moments_helps"]
+    assert list(masking["comparison"]) == ["set: mask_optimizer_state=True vs False"]
+    assert masking["runs"].item() == 12  # set at 0.9 only
+    leaky = evidence[evidence["claim"] == "leaky_relu_helps"].set_index("comparison")["runs"].to_dict()
+    assert leaky == {"prune: activation=leaky_relu vs relu": 12, "set: activation=leaky_relu vs relu": 12}
+
+
 @pytest.mark.parametrize("cells", [
     {("breakout", "conv", "learned"): HIGH},
     {("breakout", "set", "learned", ("activation", "relu")): HIGH},
