@@ -107,7 +107,8 @@ def learning_curves(binned: pd.DataFrame, style: Style, warning: str | None,
     panel = binned["game"] + ", " + binned["weights"] + " weights"
     if (base != binned["structure"]).any():
         panel = panel + ", " + base
-    panels = [name for game, mode in _game_modes(binned) for name in sorted(set(panel))
+    names = sorted(set(panel))
+    panels = [name for game, mode in _game_modes(binned) for name in names
               if name == f"{game}, {mode} weights" or name.startswith(f"{game}, {mode} weights, ")]
     runs = binned["path"].str.rstrip("/").str.rsplit("/", n=1).str[-1]
     binned = binned.assign(structure=binned["structure"].map(style.labels), panel=panel,

@@ -112,10 +112,11 @@ def check_identity(path: Path, config: Config, structure_options: dict[str, Any]
                           f"now hash to {now}, the run's are {started_as}); restore it, or start a new run "
                           f"with the new settings")
     started_with = data.get("structure", {}).get("options")
-    now = json.loads(json.dumps(structure_options, default=str))
-    if started_with is not None and started_with != now:
-        changed = ", ".join(f"{key}={started_with.get(key)!r} -> {now.get(key)!r}"
-                            for key in sorted(set(started_with) | set(now)) if started_with.get(key) != now.get(key))
+    options_now = json.loads(json.dumps(structure_options, default=str))
+    if started_with is not None and started_with != options_now:
+        changed = ", ".join(f"{key}={started_with.get(key)!r} -> {options_now.get(key)!r}"
+                            for key in sorted(set(started_with) | set(options_now))
+                            if started_with.get(key) != options_now.get(key))
         raise ConfigError(f"cannot resume {str(path)!r}: this code's structure options differ from the ones the run "
                           f"started with ({changed}); resume it with the code that started it")
 
