@@ -3,9 +3,10 @@
 Every claim is tested with the probability of improvement P(x > y) (stratified by game and by the
 settings the claim is not about), its bootstrap CI and one-sided permutation p-values, except "the
 best fixed structure is not the best learned one", which is tested by how often bootstrap resamples
-of the runs pick the same best structure under both weight modes. A row supports (contradicts) only
-when its 95% CI lies above (below) 0.5 and the p-value of x beating y (y beating x) is at most 0.05
-(or, for the winners, when 95% of resamples agree); otherwise it is undecided. The CI alone would
+of the runs pick the same best structure under both weight modes and by the p-values of the orderings
+that pick the bests. A row supports (contradicts) only when its 95% CI lies above (below) 0.5 and the
+p-value of x beating y (y beating x) is at most 0.05 (for the winners: when 95% of resamples agree and
+those p-values are at most 0.05); otherwise it is undecided. The CI alone would
 decide too often with few seeds: two runs against two that do not overlap give the CI [1, 1], while
 the chance of that ordering with no difference at all is 1/6. A claim that one comparison can
 support ("in some game") is corrected for having k chances: see claim_verdicts.
@@ -62,8 +63,7 @@ def claim_verdicts(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
     "Sparse beats dense", "masking helps" and "leaky_relu helps" are general claims: supported when
     every comparison supports them, contradicted when every one contradicts them, mixed when some
     are decided either way. The other three say "not always" or "in some game": one supporting
-    comparison of k supports them if its p-value (for the best structures, the share of resamples
-    agreeing) is at most (1 - confidence) / k, Bonferroni's bound on finding one among k by chance;
+    comparison of k supports them if its p-value is at most (1 - confidence) / k, Bonferroni's bound on finding one among k by chance;
     only all comparisons contradicting them contradicts them.
     """
     rows = []
@@ -74,8 +74,7 @@ def claim_verdicts(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
         verdicts = rows_of_claim["verdict"]
         counts = {v: int((verdicts == v).sum()) for v in (SUPPORTS, CONTRADICTS, UNDECIDED)}
         if claim in ("best_depends_on_weights", "spatial_not_always_best", "fixed_can_match_learned"):
-            chance = rows_of_claim["p_value"].fillna(rows_of_claim["estimate"])
-            found = ((verdicts == SUPPORTS) & (chance <= (1 - confidence) / len(verdicts))).any()
+            found = ((verdicts == SUPPORTS) & (rows_of_claim["p_value"] <= (1 - confidence) / len(verdicts))).any()
             verdict = ("supported" if found else
                        "contradicted" if counts[CONTRADICTS] == len(verdicts) else "undecided")
         else:
@@ -128,7 +127,8 @@ def _sparse_beats_dense(scores: pd.DataFrame, reps: int, confidence: float, seed
 
 
 def _best_depends_on_weights(scores: pd.DataFrame, reps: int, confidence: float, seed: int) -> list[dict]:
-    """Per game: the best structure (IQM) in each mode, and how often resamples agree on one best."""
+    """Per game: the best structure (IQM) in each mode, how often resamples agree on one best, and the
+    p-value of the orderings that make the two bests what they are (see _winners_p)."""
     rng = np.random.default_rng(seed)
     rows = []
     for game, cell in scores.groupby("game", sort=True):
@@ -137,26 +137,41 @@ def _best_depends_on_weights(scores: pd.DataFrame, reps: int, confidence: float,
         if len(both) < 2 or set(cell["weights"]) != {"fixed", "learned"}:
             continue
         cell = cell[cell["structure"].isin(both)]
-        winners = {}
+        runs, winners = {}, {}
         for weights in ("fixed", "learned"):
-            runs = [cell.loc[(cell["weights"] == weights) & (cell["structure"] == s), "score"].to_numpy(float)
-                    for s in both]
-            observed = int(np.argmax([iqm(r) for r in runs]))
-            drawn = np.stack([iqm(r[rng.integers(0, len(r), (reps, len(r)))], axis=1) for r in runs], axis=1)
-            winners[weights] = (observed, drawn.argmax(axis=1))
-        fixed, learned = both[winners["fixed"][0]], both[winners["learned"][0]]
+            runs[weights] = [cell.loc[(cell["weights"] == weights) & (cell["structure"] == s), "score"]
+                             .to_numpy(float) for s in both]
+            drawn = np.stack([iqm(r[rng.integers(0, len(r), (reps, len(r)))], axis=1) for r in runs[weights]],
+                             axis=1)
+            winners[weights] = drawn.argmax(axis=1)
+        fixed, learned = (int(np.argmax([iqm(r) for r in runs[w]])) for w in ("fixed", "learned"))
         if cell.groupby(["weights", "structure"]).size().min() < 2:  # one run cannot be resampled
-            same, verdict = np.nan, UNDECIDED
+            same, p_value, verdict = np.nan, np.nan, UNDECIDED
         else:
-            same = float(np.mean(winners["fixed"][1] == winners["learned"][1]))
-            verdict = (SUPPORTS if fixed != learned and same < 1 - confidence else
+            same = float(np.mean(winners["fixed"] == winners["learned"]))
+            p_value = _winners_p(runs, fixed, learned, reps, seed)
+            verdict = (UNDECIDED if p_value > 1 - confidence else
+                       SUPPORTS if fixed != learned and same < 1 - confidence else
                        CONTRADICTS if fixed == learned and same > confidence else UNDECIDED)
         rows.append({"claim": "best_depends_on_weights", "game": game, "weights": "fixed vs learned",
-                     "comparison": f"best fixed {fixed}, best learned {learned}",
+                     "comparison": f"best fixed {both[fixed]}, best learned {both[learned]}",
                      "statistic": "share of resamples with one best in both modes", "estimate": same,
-                     "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "runs": len(cell),
+                     "ci_low": np.nan, "ci_high": np.nan, "p_value": p_value, "runs": len(cell),
                      "verdict": verdict})
     return rows
+
+
+def _winners_p(runs: dict[str, list[np.ndarray]], fixed: int, learned: int, reps: int, seed: int) -> float:
+    """The larger one-sided permutation p-value of the orderings a verdict rests on. Two different bests:
+    the fixed one beats the learned one under fixed weights, and the other way round. One best in both
+    modes: it beats the runner-up in each. Resamples alone would agree 100% whenever 3 runs beat 3 (their
+    chance with no difference at all is 1/20), so the verdict needs both p-values too."""
+    def runner_up(weights: str, best: int) -> int:
+        return max((i for i in range(len(runs[weights])) if i != best), key=lambda i: iqm(runs[weights][i]))
+
+    pairs = ({"fixed": (fixed, learned), "learned": (learned, fixed)} if fixed != learned else
+             {w: (fixed, runner_up(w, fixed)) for w in ("fixed", "learned")})
+    return max(permutation_p([runs[w][x], runs[w][y]], reps, seed) for w, (x, y) in pairs.items())
 
 
 def _spatial_not_always_best(scores: pd.DataFrame, reps: int, confidence: float, seed: int) -> list[dict]:

@@ -108,7 +108,7 @@ def compare(paths: Paths, out: str | Path, bins: int = 40, last_fraction: float 
         table("claim_evidence", evidence, "Each comparison behind a claim: P(x > y) of final scores (stratified by "
               "game and other settings) with its 95% bootstrap CI and one-sided permutation p-value, or how often "
               "resamples agree on one best structure; supports or contradicts only when the CI is on one side of "
-              "0.5 and p <= 0.05 (or 95% of resamples agree)")
+              "0.5 (or 95% of resamples agree) and p <= 0.05")
 
     for setting in varied_settings(episodes):
         name = setting.removeprefix("option.")

@@ -84,7 +84,7 @@ def test_the_best_structure_changes_with_the_weight_mode(tmp_path: Path) -> None
              ("breakout", "predictive", "learned"): LOW, ("breakout", "conv", "learned"): HIGH}
     row = evidence_of(planted(tmp_path / "a", cells), "best_depends_on_weights").iloc[0]
     assert row.name == "best fixed predictive, best learned conv"
-    assert row["estimate"] == 0.0 and row["verdict"] == "supports"
+    assert row["estimate"] == 0.0 and row["p_value"] == pytest.approx(0.05) and row["verdict"] == "supports"
 
     cells[("breakout", "predictive", "learned")] = [20, 21, 22]
     row = evidence_of(planted(tmp_path / "b", cells), "best_depends_on_weights").iloc[0]
@@ -94,6 +94,19 @@ def test_the_best_structure_changes_with_the_weight_mode(tmp_path: Path) -> None
     cells[("breakout", "predictive", "learned")] = [0, 11, 30]  # overlaps conv's: resamples disagree
     row = evidence_of(planted(tmp_path / "c", cells), "best_depends_on_weights").iloc[0]
     assert 0.05 < row["estimate"] < 0.95 and row["verdict"] == "undecided"
+
+
+def test_resamples_agreeing_on_the_bests_do_not_decide_alone(tmp_path: Path) -> None:
+    """Two runs above two: every resample picks the same bests, yet each ordering has p = 1/6."""
+    cells = {("breakout", "predictive", "fixed"): [10, 11], ("breakout", "conv", "fixed"): [1, 2],
+             ("breakout", "predictive", "learned"): [1, 2], ("breakout", "conv", "learned"): [10, 11],
+             ("space_invaders", "predictive", "fixed"): HIGH, ("space_invaders", "conv", "fixed"): LOW,
+             ("space_invaders", "predictive", "learned"): LOW, ("space_invaders", "conv", "learned"): HIGH}
+    episodes = planted(tmp_path, cells)
+    rows = evidence_of(episodes, "best_depends_on_weights").set_index("game")
+    assert rows.loc["breakout", "estimate"] == 0.0 and rows.loc["breakout", "p_value"] == pytest.approx(1 / 6)
+    assert rows["verdict"].to_dict() == {"breakout": "undecided", "space_invaders": "supports"}
+    assert verdict_of(episodes, "The best structure") == "undecided"  # 0.05 > 0.05 / 2 games
 
 
 def test_a_non_spatial_structure_is_tested_against_the_better_spatial_one(tmp_path: Path) -> None:
