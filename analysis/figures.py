@@ -26,6 +26,7 @@ from .stats import ALL_GAMES, bootstrap_ci
 
 RETURN = "return per episode"
 _COLUMNS = 3  # panels per row
+_TITLE_CHARS_PER_INCH = 11  # a suptitle's characters per inch, measured at matplotlib's default size
 
 
 def structure_order(names: Iterable[str]) -> list[str]:
@@ -452,10 +453,13 @@ def _title(fig: Figure, title: str, warning: str | None) -> None:
     """Suptitle, red with a second line when capacity is not matched.
 
     Seaborn's grids use tight_layout, which ignores suptitles: there the title goes above the
-    axes and bbox_inches="tight" keeps it in the file.
+    axes and bbox_inches="tight" keeps it in the file. The title wraps to the figure's width: a
+    one-panel figure under a title twice its width would be saved mostly blank.
     """
+    width = max(50, round(fig.get_figwidth() * _TITLE_CHARS_PER_INCH))
+    title = textwrap.fill(title, width)
     if warning:
-        title += f"\nWARNING: {warning}"
+        title += "\n" + textwrap.fill(f"WARNING: {warning}", width)
     colour = "firebrick" if warning else "black"
     if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
         fig.suptitle(title, color=colour)

@@ -452,8 +452,11 @@ def test_figures_carry_the_capacity_warning_and_the_number_of_seeds(episodes: pd
     table = final_performance(episodes, reps=100)
     style = figures.Style.of(run_scores(episodes))
     fig = figures.final_performance(table, 0.1, "structures not at matched capacity", style)
-    title = fig.get_suptitle()
+    title = " ".join(fig.get_suptitle().split())
     assert "WARNING: structures not at matched capacity" in title and "n=4 seeds" in title
+    one_game = figures.final_performance(table[table["game"] == table["game"].iloc[0]], 0.1, None, style)
+    widest = max(len(line) for line in one_game.get_suptitle().splitlines())
+    assert widest <= one_game.get_figwidth() * figures._TITLE_CHARS_PER_INCH  # not wider than its one panel
     assert fig.axes[0].get_xlabel().startswith("IQM of return per episode")
     assert figures.final_performance(table, 0.1, None, style).get_suptitle().count("WARNING") == 0
     assert figures.seeds_note([3, 5, 4]) == "n=3-5 seeds"
