@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable
@@ -77,13 +78,21 @@ def read_config(path: Path) -> Config:
 
 
 def config_like(path: Path) -> Config:
-    """The settings of a run directory (or of its config.json), to start another run like it."""
-    if not path.exists():
-        raise ConfigError(f"--config {str(path)!r}: no such run directory or file")
-    return _config_in(path / CONFIG if path.is_dir() else path, f"--config {str(path)!r}")
+    """The settings of a run directory, of its config.json, or of a run in an export file
+    (`STUDY.zip/RUN`, as compare's tables name it), to start another run like it."""
+    context = f"--config {str(path)!r}"
+    if path.exists():
+        return _config_in(path / CONFIG if path.is_dir() else path, context)
+    archive = next((parent for parent in path.parents if parent.is_file()), None)
+    if archive is None or not zipfile.is_zipfile(archive):
+        raise ConfigError(f"{context}: no such run directory or file")
+    member = zipfile.Path(archive, at=f"{path.relative_to(archive).as_posix()}/{CONFIG}")
+    if not member.exists():
+        raise ConfigError(f"{context}: {archive} holds no run {path.relative_to(archive).as_posix()!r}")
+    return _config_in(member, context)
 
 
-def _config_in(file: Path, context: str) -> Config:
+def _config_in(file: Path | zipfile.Path, context: str) -> Config:
     try:
         data = json.loads(file.read_text())
         return Config.from_dict(data["config"]).validate()

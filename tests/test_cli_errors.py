@@ -150,6 +150,14 @@ def test_config_of_something_that_is_not_a_run(make, expected, tiny_run, tmp_pat
     assert not out.exists()
 
 
+def test_config_of_a_run_an_export_file_does_not_hold(tiny_run, tmp_path):
+    assert minisparse("export", str(tiny_run.parent), "--out", str(tmp_path / "study.zip")).returncode == 0
+    out = tmp_path / "out"
+    assert_one_line_error(minisparse("run", "--config", str(tmp_path / "study.zip" / "no-such-run"), "--out", str(out)),
+                          ["--config", "holds no run", "no-such-run"])
+    assert not out.exists()
+
+
 def test_resume_with_a_checkpoint_of_another_config(tiny_run, tmp_path):
     from minisparse.config import Config
     from minisparse.dqn import Agent

@@ -9,6 +9,7 @@ import pytest
 
 from minisparse.analysis import claim_evidence, load_runs, load_train
 from minisparse.analysis.stats import final_performance
+from minisparse import rundir
 from minisparse.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,8 @@ def test_a_shipped_pilot_holds_every_run_of_its_study_complete(pilot: str) -> No
     episodes = load_runs(ROOT / "docs" / "results" / f"{pilot}.zip")
     runs = episodes.drop_duplicates("path")
     assert sorted(runs["run"]) == sorted(study.names())  # names carry each config's fingerprint
+    for path in runs["path"]:  # what `minisparse run --config STUDY.zip/RUN` starts again
+        assert rundir.config_like(Path(path)).fingerprint() == path.rsplit("-", 1)[-1]
     assert runs["complete"].all()
     assert set(runs.groupby(["game", "structure", "weights"])["seed"].nunique()) == {3}
     last_rows = load_train(ROOT / "docs" / "results" / f"{pilot}.zip").groupby("path")["frame"].max()

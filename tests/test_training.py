@@ -92,6 +92,15 @@ def test_same_seed_same_returns_different_seed_different_returns(tiny_run, tmp_p
     assert changed == {"seed", "structure_options"} and settings[1]["structure_options"] == {"per_unit": False}
 
 
+def test_a_run_inside_an_export_file_starts_again_from_its_config(tiny_run, tmp_path):
+    """As a shipped pilot cell is checked: `--config STUDY.zip/RUN`, the name compare's tables give it."""
+    exported = minisparse("export", str(tiny_run.parent), "--out", str(tmp_path / "study.zip"))
+    assert exported.returncode == 0, exported.stderr
+    again = minisparse("run", "--config", str(tmp_path / "study.zip" / tiny_run.name), "--out", str(tmp_path / "a"))
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(episodes(only_run(tmp_path / "a"))[RESULT_COLUMNS], episodes(tiny_run)[RESULT_COLUMNS])
+
+
 @pytest.mark.parametrize("given, budget, options", [
     ({"fan_in": 40}, {"sparsity": None, "fan_in": 40}, {"period": 20}),  # a budget given replaces the run's
     ({"seed": 3}, {"sparsity": 0.9, "fan_in": None}, {"period": 20}),
