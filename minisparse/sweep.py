@@ -33,6 +33,9 @@ from minisparse.progress import duration
 from minisparse.sweep_progress import SweepProgress, frames_done
 
 
+COMPLETED_ELSEWHERE = "completed elsewhere"  # by another sweep that held its lock, while this one ran
+
+
 @dataclass
 class Run:
     """One grid point and what this sweep knows about it."""
@@ -103,8 +106,8 @@ def sweep(ctx: click.Context, study: Path, out: Path | None, backend: str, worke
     click.echo(summary(runs, title, time.monotonic() - started, _command(ctx, out)))
     if stopped:
         ctx.exit(130)
-    ctx.exit(0 if all(run.status in (runner.COMPLETED, runner.ALREADY_COMPLETE, runner.ELSEWHERE)
-                      for run in runs) else 1)
+    finished = (runner.COMPLETED, runner.ALREADY_COMPLETE, COMPLETED_ELSEWHERE, runner.ELSEWHERE)
+    ctx.exit(0 if all(run.status in finished for run in runs) else 1)
 
 
 def _check_backend_options(ctx: click.Context, backend: str) -> None:
@@ -153,10 +156,22 @@ def _drive(runs: list[Run], jobs: dict[str, runner.Job], pool: LocalPool | RayPo
             for item in pool.finished(timeout=1.0):
                 _record(by_name[item.name], item, progress)
             running = pool.started()
-            for name in running:
-                by_name[name].frames = frames_done(by_name[name].path)
+            refresh(runs, running)
             progress.update(_counts(runs, running), sum(run.frames for run in runs))
     return stopping
+
+
+def refresh(runs: list[Run], running: set[str]) -> None:
+    """Read from disk how far the running runs are, and the runs another sweep holds: two sweeps
+    sharing a folder (two nodes, or two workers started apart) each count the other's progress, and
+    a run the other sweep finishes counts as done, not as still running there."""
+    from minisparse import rundir
+
+    for run in runs:
+        if run.name in running or run.status == runner.ELSEWHERE:
+            run.frames = frames_done(run.path)
+        if run.status == runner.ELSEWHERE and rundir.is_complete(run.path):
+            run.status = COMPLETED_ELSEWHERE
 
 
 def _record(run: Run, item: Finished, progress: SweepProgress) -> None:
@@ -190,7 +205,7 @@ def _caught_signals() -> Iterator[list[int]]:
 
 def _counts(runs: list[Run], running: set[str]) -> dict[str, int]:
     tally = Counter(run.status for run in runs)
-    return {"done": tally[runner.COMPLETED] + tally[runner.ALREADY_COMPLETE],
+    return {"done": tally[runner.COMPLETED] + tally[runner.ALREADY_COMPLETE] + tally[COMPLETED_ELSEWHERE],
             "running": len(running),
             "failed": tally[runner.FAILED] + tally[runner.FAILED_BEFORE],
             "queued": tally["queued"] + tally["submitted"] - len(running),
@@ -205,8 +220,8 @@ def summary(runs: list[Run], title: str, seconds: float, command: str) -> str:
     tally = Counter(run.status for run in runs)
     frames = sum(run.frames for run in runs)
     lines = [f"sweep of {title}: {len(runs)} runs in {duration(seconds)}"]
-    for status in (runner.COMPLETED, runner.ALREADY_COMPLETE, runner.FAILED, runner.FAILED_BEFORE,
-                   runner.INTERRUPTED, runner.ELSEWHERE, "queued", "submitted"):
+    for status in (runner.COMPLETED, runner.ALREADY_COMPLETE, COMPLETED_ELSEWHERE, runner.FAILED,
+                   runner.FAILED_BEFORE, runner.INTERRUPTED, runner.ELSEWHERE, "queued", "submitted"):
         if tally[status]:
             label = {"queued": "not started", "submitted": "not started", runner.COMPLETED: "completed now"}
             lines.append(f"  {label.get(status, status):<18} {tally[status]}")

@@ -32,7 +32,7 @@ checkpoint_every = 200
 # `minisparse sweep`, through the real entry point (one-line errors, exit statuses).
 CLI = ("from minisparse.cli import cli, main; from minisparse.sweep import sweep; "
        "cli.add_command(sweep); main()")
-SUMMARY_LINE = re.compile(r"^  (completed now|already complete|failed|failed earlier|interrupted|"
+SUMMARY_LINE = re.compile(r"^  (completed now|already complete|completed elsewhere|failed|failed earlier|interrupted|"
                           r"running elsewhere|not started)\s+(\d+)$", re.M)
 
 
@@ -337,3 +337,20 @@ def test_ray_backend_without_ray_names_the_install_command(tmp_path):
                              "--backend", "ray"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert 'pip install -e ".[ray]"' in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_run_another_sweep_holds_counts_as_it_progresses_and_as_done_once_complete(tmp_path):
+    """Two sweeps sharing a folder (the pilots ran so): a run one sweep found locked by the other stayed
+    'running elsewhere' with the frames it had then, so both sweeps' counts and ETA went stale."""
+    from minisparse.runner import ELSEWHERE
+    from minisparse.sweep import COMPLETED_ELSEWHERE, Run, _counts, refresh
+    config = load_study(write_study(tmp_path, 'structures = ["conv"]\n' + TINY)).configs[0]
+    run = Run(config, tmp_path / "runs" / "held", status=ELSEWHERE)
+    run.path.mkdir(parents=True)
+    (run.path / "train.csv").write_text("frame,loss\n100,0.5\n200,0.4\n")
+    refresh([run], set())
+    assert run.frames == 200 and _counts([run], set())["running elsewhere"] == 1
+    (run.path / "complete.json").write_text(json.dumps({"frames": 600}))
+    refresh([run], set())
+    assert run.status == COMPLETED_ELSEWHERE and run.frames == 600
+    assert _counts([run], set())["done"] == 1 and _counts([run], set())["running elsewhere"] == 0
