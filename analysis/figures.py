@@ -22,6 +22,7 @@ from matplotlib.ticker import EngFormatter
 from minisparse.config import WEIGHT_MODES
 
 from .capacity import is_reference
+from .pictures import write_figure
 from .stats import ALL_GAMES, bootstrap_ci
 
 RETURN = "return per episode"
@@ -393,7 +394,7 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     """Write name.png and name.pdf, then free the figure."""
     paths = [out_dir / f"{name}.{suffix}" for suffix in ("png", "pdf")]
     for path in paths:
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        write_figure(fig, path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return paths
 

@@ -160,5 +160,11 @@ def _save(fig: Figure, paths: list[Path]) -> list[Path]:
     """Figures built without pyplot need no backend and no closing (notebooks keep theirs)."""
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        write_figure(fig, path, dpi=120)
     return paths
+
+
+def write_figure(fig: Figure, path: Path, **options: object) -> None:
+    """savefig without the PDF's creation date: a report drawn again from the same runs is the same
+    files, so a shipped report changes in git only where its content does."""
+    fig.savefig(path, metadata={"CreationDate": None} if path.suffix == ".pdf" else None, **options)

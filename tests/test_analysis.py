@@ -720,3 +720,20 @@ def test_a_diagnostic_with_one_value_in_every_run_is_named_not_drawn() -> None:
     assert len(labels) == 1 and labels[0].startswith("dormant share")
     assert "Not drawn: units of the structured layer without input is 0 in every run." in \
         "\n".join(text.get_text() for text in fig.texts)
+
+
+def test_a_figure_drawn_again_writes_the_same_files(tmp_path: Path) -> None:
+    """A shipped report regenerated from the same runs changes in git only where its content does:
+    the PDF carries no creation date (one second apart, it would differ)."""
+    import time
+
+    import matplotlib.pyplot as plt
+
+    from minisparse.analysis import figures
+    written = []
+    for name in ("first", "second"):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [1, 3])
+        written.append([path.read_bytes() for path in figures.save(fig, tmp_path, name)])
+        time.sleep(1.1)
+    assert written[0] == written[1]
