@@ -13,7 +13,7 @@ from minisparse import rundir
 from minisparse.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ["dynamic-pilot"]
+SHIPPED = ["dynamic-pilot", "interplay-pilot"]
 
 
 @pytest.mark.parametrize("pilot", SHIPPED)
