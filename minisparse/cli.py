@@ -179,7 +179,7 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
     \b
     Examples:
       minisparse run --game breakout --structure random --weights fixed --frames 200000
-      minisparse run --config docs/results/runs/interplay-pilot/breakout-local-fixed-s1-3317e058
+      minisparse run --config docs/results/interplay-pilot.zip/breakout-local-fixed-s1-3317e058
     """
     if resume is not None:
         given = ["/".join(param.opts + param.secondary_opts) for param in ctx.command.params
