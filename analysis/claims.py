@@ -6,9 +6,9 @@ best fixed structure is not the best learned one", which is tested by how often 
 of the runs pick the same best structure under both weight modes and by the p-values of the orderings
 that pick the bests. A row supports (contradicts) only when its 95% CI lies above (below) 0.5 and the
 p-value of x beating y (y beating x) is at most 0.05 (for the winners: when 95% of resamples agree and
-those p-values are at most 0.05); otherwise it is undecided. The CI alone would
-decide too often with few seeds: two runs against two that do not overlap give the CI [1, 1], while
-the chance of that ordering with no difference at all is 1/6. A claim that one comparison can
+those p-values are at most 0.05); otherwise it is undecided. The CI alone would decide too often
+with few seeds: two runs against two that do not overlap give the CI [1, 1], while the chance of that
+ordering with no difference at all is 1/6. A claim that one comparison can
 support ("in some game") is corrected for having k chances: see claim_verdicts.
 """
 from __future__ import annotations
@@ -63,8 +63,8 @@ def claim_verdicts(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
     "Sparse beats dense", "masking helps" and "leaky_relu helps" are general claims: supported when
     every comparison supports them, contradicted when every one contradicts them, mixed when some
     are decided either way. The other three say "not always" or "in some game": one supporting
-    comparison of k supports them if its p-value is at most (1 - confidence) / k, Bonferroni's bound on finding one among k by chance;
-    only all comparisons contradicting them contradicts them.
+    comparison of k supports them if its p-value is at most (1 - confidence) / k, Bonferroni's bound on
+    finding one among k by chance; only all comparisons contradicting them contradicts them.
     """
     rows = []
     for claim, text in CLAIMS.items():
@@ -74,7 +74,8 @@ def claim_verdicts(evidence: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
         verdicts = rows_of_claim["verdict"]
         counts = {v: int((verdicts == v).sum()) for v in (SUPPORTS, CONTRADICTS, UNDECIDED)}
         if claim in ("best_depends_on_weights", "spatial_not_always_best", "fixed_can_match_learned"):
-            found = ((verdicts == SUPPORTS) & (rows_of_claim["p_value"] <= (1 - confidence) / len(verdicts))).any()
+            bound = (1 - confidence) / len(verdicts)
+            found = ((verdicts == SUPPORTS) & (rows_of_claim["p_value"] <= bound)).any()
             verdict = ("supported" if found else
                        "contradicted" if counts[CONTRADICTS] == len(verdicts) else "undecided")
         else:

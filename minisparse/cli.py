@@ -169,8 +169,7 @@ def cli() -> None:
               help="Continue the run in this run directory from its checkpoint.")
 @click.option("--config", "like", type=click.Path(path_type=Path), default=None, metavar="RUN",
               help="Start a new run with the settings of RUN (a run directory, its config.json, or STUDY.zip/RUN "
-                   "in an export file); options "
-                   "given here override them, e.g. --seed 3 or --frames 50000.")
+                   "in an export file); options given here override them, e.g. --seed 3 or --frames 50000.")
 @click.pass_context
 def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume: Path | None,
         like: Path | None, **fields: Any) -> None:

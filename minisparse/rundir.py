@@ -86,9 +86,10 @@ def config_like(path: Path) -> Config:
     archive = next((parent for parent in path.parents if parent.is_file()), None)
     if archive is None or not zipfile.is_zipfile(archive):
         raise ConfigError(f"{context}: no such run directory or file")
-    member = zipfile.Path(archive, at=f"{path.relative_to(archive).as_posix()}/{CONFIG}")
+    run = path.relative_to(archive).as_posix()
+    member = zipfile.Path(archive, at=f"{run}/{CONFIG}")
     if not member.exists():
-        raise ConfigError(f"{context}: {archive} holds no run {path.relative_to(archive).as_posix()!r}")
+        raise ConfigError(f"{context}: {archive} holds no run {run!r}")
     return _config_in(member, context)
 
 

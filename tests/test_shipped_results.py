@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from minisparse import rundir
 from minisparse.analysis import claim_evidence, load_runs, load_train
 from minisparse.analysis.stats import final_performance
-from minisparse import rundir
 from minisparse.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
