@@ -7,6 +7,7 @@ import sys
 import typing
 from contextlib import nullcontext
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import click
@@ -15,7 +16,7 @@ from minisparse import runner
 from minisparse.analysis.command import compare, export
 from minisparse.bench_command import bench
 from minisparse.outputs import check_output_file, check_output_root
-from minisparse.stops import Interrupted, OutOfSpace
+from minisparse.stops import Interrupted, OutOfSpace, interrupts_held
 from minisparse.sweep import sweep
 from minisparse.config import (ACTIVATIONS, BACKENDS, DEVICES, DISTRIBUTIONS, GAMES, OPTIMIZERS, WEIGHT_MODES, Config,
                                ConfigError)
@@ -185,8 +186,7 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
                  if param.name != "resume" and ctx.get_parameter_source(param.name).name == "COMMANDLINE"]
         if given:
             raise ConfigError(f"--resume takes no other options (the run's config.json decides); got {given[0]}")
-        from minisparse import dqn  # torch: imported once the options are known to be sound
-
+        dqn = _training_core()
         resume = resume.resolve()
         with runner.exclusive(resume.parent, resume.name) if resume.is_dir() else nullcontext():
             path = dqn.resume(resume)
@@ -198,14 +198,21 @@ def run(ctx: click.Context, structure_option: tuple[str, ...], out: Path, resume
             given = {name: fields[name] for name in fields if ctx.get_parameter_source(name).name == "COMMANDLINE"}
             fields, options_before = settings_like(rundir.config_like(like), given)
         config = config_from_options(fields, structure_option, options_before)
-        from minisparse import dqn
-
+        dqn = _training_core()
         agent, path = dqn.create(config, out)
         with runner.exclusive(out, path.name):
             dqn.train(agent, path)
     from minisparse.rundir import summary
 
     click.echo(f"run complete: {path}\n{summary(path)}")
+
+
+def _training_core() -> ModuleType:
+    """minisparse.dqn, imported (with torch, numba and MinAtar) once the options are known to be sound, and
+    with Ctrl-C held meanwhile: some of those imports swallow the KeyboardInterrupt (stops.interrupts_held)."""
+    with interrupts_held():
+        from minisparse import dqn
+    return dqn
 
 
 def settings_like(before: Config, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -238,7 +245,8 @@ def config_from_options(fields: dict[str, Any], option_pairs: tuple[str, ...] = 
     Config(**fields).check_settings()
     structure, given = fields.get("structure", Config.structure), parse_structure_options(option_pairs)
     check_structure(structure, given, fields.get("plugins"))
-    from minisparse.structure import typed_options  # torch: only once the settings are sound
+    with interrupts_held():  # torch: only once the settings are sound, and not stopped half-imported
+        from minisparse.structure import typed_options
     options = typed_options(structure, {**(options_before or {}), **given}, fields.get("plugins"))
     return Config(**fields, structure_options=options).validate()
 

@@ -2,36 +2,13 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from minisparse.stops import interrupts_held
 
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the usual handlers:
-    MinAtar's import tries matplotlib inside a bare `except:`, which would swallow the
-    KeyboardInterrupt they raise and let the command run on."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if held:
-        signal.raise_signal(held[0])
-
-
-with _interrupts_held():
+with interrupts_held():  # MinAtar's import swallows Ctrl-C (stops.py)
     from minatar import Environment
 
 NUM_ACTIONS = 6
