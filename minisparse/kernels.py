@@ -25,14 +25,12 @@ def activate(x: float, slope: float) -> float:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def activation_backward(grad_out: Array, pre: Array, slope: float, grad_pre: Array) -> None:  # pragma: no cover
-    """d loss / d pre-activations (units, samples) from d loss / d activations given as (samples, units),
-    in tiles of 16 units so that both layouts are read and written a cache line at a time."""
-    units, samples = pre.shape
-    for start in range(0, units, 16):
-        for b in range(samples):
-            for u in range(start, min(start + 16, units)):
-                grad_pre[u, b] = grad_out[b, u] * (np.float32(1.0) if pre[u, b] > 0 else np.float32(slope))
+def activation_backward(grad: Array, pre: Array, slope: float) -> None:  # pragma: no cover - compiled
+    """Turn d loss / d activations into d loss / d pre-activations in place (same layout as `pre`)."""
+    grad, pre = grad.reshape(-1), pre.reshape(-1)
+    for i in range(grad.size):
+        if not pre[i] > 0:
+            grad[i] *= np.float32(slope)
 
 
 @numba.njit(cache=True, nogil=True)

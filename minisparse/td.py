@@ -136,9 +136,8 @@ class FastTD:
         for parameter, grad in self.grad_slots:
             parameter.grad = grad
         if self.trains_structured:
-            grad_out = torch.mm(self.grad_hidden_pre.t(), q.hidden.weight)
-            grad_pre = torch.empty_like(online_pre)
-            kernels.activation_backward(grad_out.numpy(), online_pre.numpy(), self.slope, grad_pre.numpy())
+            grad_pre = torch.mm(q.hidden.weight.t(), self.grad_hidden_pre)
+            kernels.activation_backward(grad_pre.numpy(), online_pre.numpy(), self.slope)
             q.structured.feature_major_gradients(grad_pre, inputs)
         return statistics[0], statistics[1]
 
