@@ -133,6 +133,27 @@ def test_rmsprop_matches_torchs_and_shares_its_checkpoints():
         fast.load_state_dict(plain.state_dict())  # checkpoints of either load into the other
 
 
+def test_rmsprop_reads_gradients_rewritten_in_their_buffers_and_parameters_given_new_storage():
+    """The fast update writes each step's gradients into the same tensors, and the optimizer keeps its views of
+    them: it must read every step's values, and follow a parameter whose storage is replaced."""
+    generator = torch.Generator().manual_seed(0)
+    ours, stock = parameter_pairs(generator)
+    fast = RMSprop(ours, lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
+    plain = torch.optim.RMSprop(stock, lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, foreach=False)
+    buffers = [torch.empty_like(a) for a in ours]
+    for step in range(6):
+        if step == 3:
+            for a in ours:
+                a.data = a.data.clone()
+        for a, b, buffer in zip(ours, stock, buffers):
+            a.grad = buffer.copy_(torch.randn(a.shape, generator=generator))
+            b.grad = buffer.clone()
+        fast.step()
+        plain.step()
+        for a, b in zip(ours, stock):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_adam_matches_torchs_and_loads_its_checkpoints():
     generator = torch.Generator().manual_seed(0)
     ours, stock = parameter_pairs(generator)
