@@ -183,45 +183,35 @@ def input_sparse_product(x: Array, column_starts: Array, rows: Array, weights: A
 
 
 @numba.njit(cache=True, nogil=True)
-def input_sparse_gradient(x: Array, column_starts: Array, rows: Array, grad_out: Array,
-                          grad: Array) -> None:  # pragma: no cover - compiled
-    """dL/dW at the present connections (input-major, as in `input_sparse_product`) from the batch x
-    (samples, inputs) and dL/d out (units, samples). A connection whose input is off in the whole
-    batch gets zero; one whose input is on in a few samples (GATHER_BELOW) gets the sum over those
-    samples in order; any other gets the dot product of its unit's output gradients with its input
-    across the batch, summed in eight interleaved partial sums (a fixed order that vectorizes)."""
+def active_inputs(x: Array) -> tuple[Array, Array]:  # pragma: no cover - compiled
+    """The inputs a batch x (samples, inputs) has on somewhere: each input's column in the returned
+    (samples, active) matrix of their values, or -1 for an input that is off in every sample."""
     samples, inputs = x.shape
-    columns = np.ascontiguousarray(x.T)
-    on = np.empty(samples, np.int64)
-    whole = samples - samples % 8
+    position = np.full(inputs, -1, np.int64)
+    count = 0
     for i in range(inputs):
-        start, stop = column_starts[i], column_starts[i + 1]
-        column = columns[i]
-        count = _samples_on(column, on)
-        if count < GATHER_BELOW:
-            for c in range(start, stop):
-                unit = grad_out[rows[c]]
-                total = np.float32(0.0)
-                for k in range(count):
-                    total += unit[on[k]] * column[on[k]]
-                grad[c] = total
-            continue
-        for c in range(start, stop):
-            unit = grad_out[rows[c]]
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
-            for b in range(0, whole, 8):
-                s0 += unit[b] * column[b]
-                s1 += unit[b + 1] * column[b + 1]
-                s2 += unit[b + 2] * column[b + 2]
-                s3 += unit[b + 3] * column[b + 3]
-                s4 += unit[b + 4] * column[b + 4]
-                s5 += unit[b + 5] * column[b + 5]
-                s6 += unit[b + 6] * column[b + 6]
-                s7 += unit[b + 7] * column[b + 7]
-            rest = np.float32(0.0)
-            for b in range(whole, samples):
-                rest += unit[b] * column[b]
-            grad[c] = ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)) + rest
+        for b in range(samples):
+            if x[b, i] != 0:
+                position[i] = count
+                count += 1
+                break
+    gathered = np.empty((samples, count), np.float32)
+    for i in range(inputs):
+        if position[i] >= 0:
+            for b in range(samples):
+                gathered[b, position[i]] = x[b, i]
+    return position, gathered
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_present(products: Array, position: Array, column_starts: Array, rows: Array,
+                   grad: Array) -> None:  # pragma: no cover - compiled
+    """dL/dW at the present connections (input-major, as in `input_sparse_product`) from the products
+    dL/d out times the active inputs (units, active; see `active_inputs`): zero where the input is off."""
+    for i in range(position.size):
+        j = position[i]
+        for c in range(column_starts[i], column_starts[i + 1]):
+            grad[c] = products[rows[c], j] if j >= 0 else np.float32(0.0)
 
 
 @numba.njit(cache=True, nogil=True)

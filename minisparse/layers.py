@@ -310,8 +310,9 @@ def crossover_density(units: int, inputs: int, trains: bool,
 class Connections:
     """The mask's present connections, input-major (by column, then row): the order a layer's present
     weights are kept in (`MaskedLinear.present_weights`), which is W's CSC and so the CSR of W^T.
-    On a CPU both products run over it in compiled loops that skip the inputs a batch leaves at zero
-    (kernels.input_sparse_*); torch's CSR kernels (other devices, the autograd path) read W's CSR,
+    On a CPU both products skip the inputs a batch leaves at zero: the forward one in compiled loops over
+    the connections of the inputs that are on, the weight gradient as a matrix product with those inputs
+    gathered at the connections (kernels); torch's CSR kernels (other devices, the autograd path) read W's CSR,
     whose values are the present ones at `csr_order`."""
 
     shape: tuple[int, int]
@@ -352,13 +353,17 @@ class Connections:
     def weight_gradient(self, grad_out: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:
         """dL/dW from the output gradient (out x batch) and the input (batch x in): the dense product
         ("dense"), or the present connections' entries only, as a sparse tensor ("compact") or
-        scattered into a dense one that is zero elsewhere ("masked")."""
+        scattered into a dense one that is zero elsewhere ("masked"). On a CPU those entries come from
+        one product with the inputs the batch has on (a fifth to a third of them on breakout and
+        space_invaders): a matrix product over those columns, then a gather, was 1.0-2.1x as fast as
+        dot products per connection, and here its entries equal the dense product's bit for bit."""
         if mode == "dense":
             return torch.mm(grad_out, x)
         if x.device.type == "cpu":
+            position, active = kernels.active_inputs(x.numpy())
+            products = torch.mm(grad_out, torch.from_numpy(active))
             present = torch.empty(self.flat.shape[0])
-            kernels.input_sparse_gradient(x.numpy(), *self.input_major,
-                                          grad_out.numpy(), present.numpy())
+            kernels.gather_present(products.numpy(), position, *self.input_major, present.numpy())
         else:
             sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, x, beta=0.0).values()
             present = torch.empty_like(sampled).index_copy_(0, self.csr_order, sampled)

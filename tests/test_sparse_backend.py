@@ -20,7 +20,7 @@ def layer_pair(density: float, seed: int = 0) -> tuple[MaskedLinear, MaskedLinea
 
 def frames_like(samples: int, seed: int) -> torch.Tensor:
     """A batch shaped like MinAtar's: binary, most inputs off in every sample, some on in most samples
-    (bricks), others in a few (the ball): the kernels work the two kinds differently (GATHER_BELOW).
+    (bricks), others in a few (the ball): the forward product works the two kinds differently (GATHER_BELOW).
     One input carries other values (the products read values, not just on/off), and one sample is empty."""
     generator = torch.Generator().manual_seed(seed)
     used = torch.randperm(400, generator=generator)[:60]
