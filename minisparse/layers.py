@@ -25,11 +25,12 @@ from minisparse import kernels
 # a * size + b * (units + inputs) + c per backend, size being its weight entries (dense) or
 # present connections (sparse); trained layers (forward, target forward, gradient, optimizer
 # step) and frozen ones (one forward), on batches of the games' own frames (the sparse backend
-# skips inputs a batch leaves off, so its cost depends on the game: measured crossovers of
-# 1024-unit layers run from 0.2 on freeway to 0.6 on breakout). Fitted by benchmarks/fit_auto_backend.py.
+# skips inputs a batch leaves off, so its cost depends on the game: measured crossovers of trained
+# 1024-unit layers run from 0.3 on freeway to 0.6 on breakout and seaquest; the fit, a compromise,
+# predicts 0.43-0.46). Fitted by benchmarks/fit_auto_backend.py (--repeats 30 --rounds 5).
 BACKEND_COSTS = {
-    True: {"dense": (0.00215, 0.149, 40.3), "sparse": (0.00685, 0.196, 59.5)},  # trained
-    False: {"dense": (0.00078, 0.0, 5.78), "sparse": (0.00158, 0.0439, 19.1)},  # frozen
+    True: {"dense": (0.00267, 0.0896, 146.0), "sparse": (0.00513, 0.253, 114.0)},  # trained
+    False: {"dense": (0.00101, 0.0, 14.3), "sparse": (0.0015, 0.0389, 35.7)},  # frozen
 }
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
