@@ -265,8 +265,14 @@ def test_running_a_config_again_points_at_its_run(tiny_run, tmp_path):
 @pytest.mark.parametrize("loading", ["libtorch", "ft2font"])  # torch; matplotlib, which MinAtar tries
 def test_ctrl_c_before_training_starts_exits_130_and_leaves_nothing(loading, tmp_path):
     out = tmp_path / "runs"
-    process = subprocess.Popen([sys.executable, "-m", "minisparse", "run", "--out", str(out), *TINY],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A child inherits an ignored SIGINT (exec keeps SIG_IGN, and Python then installs no KeyboardInterrupt),
+    # and something earlier in a test worker can leave it ignored: start the run as a terminal would.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "minisparse", "run", "--out", str(out), *TINY],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     deadline = time.monotonic() + 60
     while not _has_loaded(process.pid, loading) and time.monotonic() < deadline:
         time.sleep(0.002)  # interrupt while that library is being imported
