@@ -153,23 +153,44 @@ def _samples_on(column: Array, on: Array) -> int:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def input_sparse_product(x: Array, column_starts: Array, rows: Array, weights: Array, bias: Array,
-                         out: Array) -> None:  # pragma: no cover - compiled
-    """out (units, samples) = W x^T + b for a batch x (samples, inputs), W's present connections given
-    input-major (CSC: column_starts, rows, weights). MinAtar frames are binary and mostly empty, and
-    an input that is off in every sample of the batch (four in five of breakout's) adds nothing, so it
-    is skipped; an input that is on adds its connections' weights times its values to the samples
-    where it is on (GATHER_BELOW). Each output is its bias plus its inputs' terms in input order."""
+def active_columns(x: Array) -> tuple[Array, Array]:  # pragma: no cover - compiled
+    """The inputs a batch x (samples, inputs) has on somewhere, found once for the forward product and the
+    weight gradient: each input's row in the returned (active, samples) matrix of their values, or -1 for
+    an input that is off in every sample (four in five of breakout's)."""
     samples, inputs = x.shape
     columns = np.ascontiguousarray(x.T)
+    position = np.full(inputs, -1, np.int64)
+    count = 0
+    for i in range(inputs):
+        for b in range(samples):
+            if columns[i, b] != 0:
+                position[i] = count
+                count += 1
+                break
+    active = np.empty((count, samples), np.float32)
+    for i in range(inputs):
+        if position[i] >= 0:
+            active[position[i]] = columns[i]
+    return position, active
+
+
+@numba.njit(cache=True, nogil=True)
+def input_sparse_product(position: Array, active: Array, column_starts: Array, rows: Array, weights: Array,
+                         bias: Array, out: Array) -> None:  # pragma: no cover - compiled
+    """out (units, samples) = W x^T + b for a batch given by its active inputs (`active_columns`), W's present
+    connections given input-major (CSC: column_starts, rows, weights). MinAtar frames are binary and mostly
+    empty, so an input that is off in the whole batch adds nothing and is skipped; one that is on adds its
+    connections' weights times its values to the samples where it is on (GATHER_BELOW). Each output is
+    its bias plus its inputs' terms in input order."""
+    samples = active.shape[1]
     on = np.empty(samples, np.int64)
     for u in range(out.shape[0]):
         out[u, :] = bias[u]
-    for i in range(inputs):
-        column = columns[i]
-        count = _samples_on(column, on)
-        if count == 0:
+    for i in range(position.size):
+        if position[i] < 0:
             continue
+        column = active[position[i]]
+        count = _samples_on(column, on)
         if count < GATHER_BELOW:
             for c in range(column_starts[i], column_starts[i + 1]):
                 weight, row = weights[c], out[rows[c]]
@@ -183,35 +204,19 @@ def input_sparse_product(x: Array, column_starts: Array, rows: Array, weights: A
 
 
 @numba.njit(cache=True, nogil=True)
-def active_inputs(x: Array) -> tuple[Array, Array]:  # pragma: no cover - compiled
-    """The inputs a batch x (samples, inputs) has on somewhere: each input's column in the returned
-    (samples, active) matrix of their values, or -1 for an input that is off in every sample."""
-    samples, inputs = x.shape
-    position = np.full(inputs, -1, np.int64)
-    count = 0
-    for i in range(inputs):
-        for b in range(samples):
-            if x[b, i] != 0:
-                position[i] = count
-                count += 1
-                break
-    gathered = np.empty((samples, count), np.float32)
-    for i in range(inputs):
-        if position[i] >= 0:
-            for b in range(samples):
-                gathered[b, position[i]] = x[b, i]
-    return position, gathered
-
-
-@numba.njit(cache=True, nogil=True)
 def gather_present(products: Array, position: Array, column_starts: Array, rows: Array,
                    grad: Array) -> None:  # pragma: no cover - compiled
-    """dL/dW at the present connections (input-major, as in `input_sparse_product`) from the products
-    dL/d out times the active inputs (units, active; see `active_inputs`): zero where the input is off."""
+    """dL/dW at the present connections (input-major, as in `input_sparse_product`) from the products of the
+    active inputs with dL/d out (active, units; see `active_columns`): zero where the input is off. That
+    layout reads each input's products contiguously, in the order its connections' rows ascend."""
     for i in range(position.size):
         j = position[i]
-        for c in range(column_starts[i], column_starts[i + 1]):
-            grad[c] = products[rows[c], j] if j >= 0 else np.float32(0.0)
+        if j < 0:
+            grad[column_starts[i]:column_starts[i + 1]] = 0
+        else:
+            products_of_input = products[j]
+            for c in range(column_starts[i], column_starts[i + 1]):
+                grad[c] = products_of_input[rows[c]]
 
 
 @numba.njit(cache=True, nogil=True)

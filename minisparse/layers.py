@@ -109,17 +109,24 @@ class MaskedLinear(nn.Module):
                                        self.gradient_mode())
         return F.linear(x, self.effective_weight(), self.bias)
 
-    def feature_major(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-activations as (units, batch), and the input `feature_major_gradients` reads (x itself)."""
+    def feature_major(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | Inputs]:
+        """Pre-activations as (units, batch), and the input `feature_major_gradients` reads (x, or on the
+        sparse backend its `Inputs`)."""
         if self.backend == "sparse":
-            return self.connections().product(self.present_weights(), self.bias, x), x
+            return self.connections().product(self.present_weights(), self.bias, x)
         return torch.addmm(self.bias.unsqueeze(1), self.gated_weight(), x.t()), x
 
-    def feature_major_gradients(self, grad_out: torch.Tensor, inputs: torch.Tensor) -> None:
+    def feature_major_gradients(self, grad_out: torch.Tensor, inputs: torch.Tensor | Inputs) -> None:
         """.grad of what trains (weight, as `gradient_mode` asks; scores, through the gate as
         `_StraightThroughGate` hands it; bias) from dL/d pre-activations (units, batch)."""
         if self.backend == "sparse":
-            self.weight.grad = self.connections().weight_gradient(grad_out, inputs, self.gradient_mode())
+            connections, mode = self.connections(), self.gradient_mode()
+            if mode == "compact" and inputs.active is not None:
+                connections.present_gradient(grad_out, inputs, connections.gradient._values())
+                if self.weight.grad is not connections.gradient:
+                    self.weight.grad = connections.gradient
+            else:
+                self.weight.grad = connections.weight_gradient(grad_out, inputs, mode)
         elif self.score is None:
             self.weight.grad = torch.mm(grad_out, inputs)
         else:
@@ -308,6 +315,20 @@ def crossover_density(units: int, inputs: int, trains: bool,
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """A batch x (samples x inputs) as the sparse backend's products read it: on a CPU, the inputs it has
+    on somewhere (`kernels.active_columns`), found once for the forward product and the weight gradient."""
+
+    x: torch.Tensor
+    position: np.ndarray | None = None  # each input's row in `active`, -1 where it is off in every sample
+    active: np.ndarray | None = None    # (active inputs, samples): their values
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> "Inputs":
+        return cls(x, *kernels.active_columns(x.numpy())) if x.device.type == "cpu" else cls(x)
+
+
+@dataclass(frozen=True)
 class Connections:
     """The mask's present connections, input-major (by column, then row): the order a layer's present
     weights are kept in (`MaskedLinear.present_weights`), which is W's CSC and so the CSR of W^T.
@@ -342,33 +363,44 @@ class Connections:
         mask, as making them costs a few microseconds each time and the loops run several times a frame."""
         return self.column_starts.numpy(), self.indices[0].numpy()
 
-    def product(self, values: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections."""
-        if x.device.type != "cpu":
-            return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t())
-        out = torch.empty(self.shape[0], x.shape[0])
-        kernels.input_sparse_product(x.numpy(), *self.input_major,
-                                     values.detach().numpy(), bias.detach().numpy(), out.numpy())
-        return out
+    @cached_property
+    def gradient(self) -> torch.Tensor:
+        """A sparse tensor of the present connections whose values the fast update rewrites at every step
+        (`MaskedLinear.feature_major_gradients`): the optimizer is handed the same gradient tensor each
+        time, so it keeps its views of it, and no tensor is built per step."""
+        return self.compact(torch.empty(self.flat.shape[0]))
 
-    def weight_gradient(self, grad_out: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:
-        """dL/dW from the output gradient (out x batch) and the input (batch x in): the dense product
-        ("dense"), or the present connections' entries only, as a sparse tensor ("compact") or
-        scattered into a dense one that is zero elsewhere ("masked"). On a CPU those entries come from
-        one product with the inputs the batch has on (a fifth to a third of them on breakout and
-        space_invaders): a matrix product over those columns, then a gather, was 1.0-2.1x as fast as
-        dot products per connection, and here its entries equal the dense product's bit for bit."""
+    def product(self, values: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, Inputs]:
+        """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections; and what
+        `weight_gradient` reads of x (on a CPU its active inputs, found once for both)."""
+        inputs = Inputs.of(x)
+        if inputs.active is None:
+            return torch.addmm(bias.unsqueeze(1), self.matrix(values), x.t()), inputs
+        out = torch.empty(self.shape[0], x.shape[0])
+        kernels.input_sparse_product(inputs.position, inputs.active, *self.input_major,
+                                     values.detach().numpy(), bias.detach().numpy(), out.numpy())
+        return out, inputs
+
+    def weight_gradient(self, grad_out: torch.Tensor, inputs: Inputs, mode: str) -> torch.Tensor:
+        """dL/dW from the output gradient (out x batch) and the input: the dense product ("dense"), or the
+        present connections' entries only, as a sparse tensor ("compact") or scattered into a dense one
+        that is zero elsewhere ("masked")."""
         if mode == "dense":
-            return torch.mm(grad_out, x)
-        if x.device.type == "cpu":
-            position, active = kernels.active_inputs(x.numpy())
-            products = torch.mm(grad_out, torch.from_numpy(active))
-            present = torch.empty(self.flat.shape[0])
-            kernels.gather_present(products.numpy(), position, *self.input_major, present.numpy())
-        else:
-            sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, x, beta=0.0).values()
+            return torch.mm(grad_out, inputs.x)
+        if inputs.active is None:
+            sampled = torch.sparse.sampled_addmm(self.pattern, grad_out, inputs.x, beta=0.0).values()
             present = torch.empty_like(sampled).index_copy_(0, self.csr_order, sampled)
+        else:
+            present = torch.empty(self.flat.shape[0])
+            self.present_gradient(grad_out, inputs, present)
         return self.compact(present) if mode == "compact" else self.dense(present)
+
+    def present_gradient(self, grad_out: torch.Tensor, inputs: Inputs, out: torch.Tensor) -> None:
+        """dL/dW's entries at the present connections, into `out`, on a CPU: one matrix product of the active
+        inputs with dL/d out (a fifth to a third of the inputs are on in breakout's and space_invaders'
+        batches), then a gather at the connections; that was 1.0-2.1x as fast as dot products per connection."""
+        products = torch.mm(torch.from_numpy(inputs.active), grad_out.t())
+        kernels.gather_present(products.numpy(), inputs.position, *self.input_major, out.numpy())
 
     def dense(self, values: torch.Tensor) -> torch.Tensor:
         """A dense tensor of W's shape holding `values` at the present connections and zeros elsewhere
@@ -424,20 +456,20 @@ class _SparseLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, values: torch.Tensor,
                 connections: Connections, gradient: str) -> torch.Tensor:
-        out = connections.product(values, bias, x)
-        ctx.save_for_backward(x, values)
+        out, ctx.inputs = connections.product(values, bias, x)
+        ctx.save_for_backward(values)
         ctx.connections, ctx.gradient = connections, gradient
         return out.t()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, values = ctx.saved_tensors
+        values, = ctx.saved_tensors
         connections = ctx.connections
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.mm(connections.transposed(values), grad_out.t()).t()
         if ctx.needs_input_grad[1]:
-            grad_weight = connections.weight_gradient(grad_out.t(), x, ctx.gradient)
+            grad_weight = connections.weight_gradient(grad_out.t(), ctx.inputs, ctx.gradient)
         if ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(0)
         return grad_x, grad_weight, grad_bias, None, None, None

@@ -51,7 +51,7 @@ class CompactOptimizer(torch.optim.Optimizer):
         self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
         self._layout: dict[torch.Tensor, torch.Tensor] = {}   # compact state's flat indices, per parameter
         self._views: dict[torch.Tensor, tuple] = {}
-        self._dense_views: dict[torch.Tensor, tuple] = {}
+        self._made_views: dict[torch.Tensor, tuple] = {}
 
     def moments(self, group: dict) -> tuple[str, ...]:
         raise NotImplementedError
@@ -72,19 +72,24 @@ class CompactOptimizer(torch.optim.Optimizer):
 
     def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """numpy views of what p's step reads and writes: the values stepped, the gradient, and for a compact
-        step the parameter and the flat indices of those values in it. A dense step's views are made again
-        only when its gradient tensor or its storage is replaced (the update hands most gradients in the same
-        buffers every time): making them costs microseconds per parameter, and a frame steps a handful."""
+        step the parameter and the flat indices of those values in it. They are made again only when one of
+        the tensors behind them is replaced (the fast update hands most gradients in the same tensors every
+        time, and a compact layer its values until its connections change): making them costs microseconds
+        per tensor, and a frame steps a handful."""
         if p in self.compact:
             index, value = self.compact[p]()
             self._arrange(p, index)
-            grad = p.grad._values() if p.grad.is_sparse else p.grad.reshape(-1).index_select(0, index)
-            return _flat(value), _flat(grad), _flat(p), index.numpy()
-        self._arrange(p, None)
-        made = self._dense_views.get(p)
-        if made is None or made[0] is not p.grad or made[1] != p.data_ptr():
-            made = self._dense_views[p] = (p.grad, p.data_ptr(), _flat(p), _flat(p.grad))
-        return made[2], made[3], None, None
+            if not p.grad.is_sparse:  # a dense gradient (the engine's connectivity-update steps), gathered afresh
+                return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index)), _flat(p), index.numpy()
+            sources = (p.grad, index, value)
+        else:
+            self._arrange(p, None)
+            sources = (p.grad,)
+        made = self._made_views.get(p)
+        if made is None or made[1] != p.data_ptr() or len(made[0]) != len(sources) \
+                or any(kept is not now for kept, now in zip(made[0], sources)):
+            made = self._made_views[p] = (sources, p.data_ptr(), _views(p, *sources))
+        return made[2]
 
     def state_dict(self) -> dict:
         """torch's state: compact state is saved as the dense tensors it stands for."""
@@ -174,6 +179,15 @@ class Adam(CompactOptimizer):
 def _flat(tensor: torch.Tensor) -> np.ndarray:
     """A flat numpy view sharing the tensor's memory (parameters and their state are contiguous)."""
     return tensor.detach().view(-1).numpy()
+
+
+def _views(p: torch.Tensor, grad: torch.Tensor, index: torch.Tensor | None = None,
+           value: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """What `_arrays` returns: a dense step's views of p and its gradient, or a compact step's of the values,
+    the sparse gradient's values (in the same order), p and the values' flat indices in p."""
+    if index is None:
+        return _flat(p), _flat(grad), None, None
+    return _flat(value), _flat(grad._values()), _flat(p), index.numpy()
 
 
 def _scatter(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,19 @@ def minisparse(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def minisparse_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str
+                          ) -> subprocess.CompletedProcess:
+    """The CLI's entry point (`minisparse.cli.main`, exit status and all) in this process: for commands that
+    stop at a mistake before any work, where a subprocess would spend seconds importing torch each time."""
+    from minisparse.cli import main
+    monkeypatch.setattr(sys, "argv", ["minisparse", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main()
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exit.value.code, captured.out, captured.err)
+
+
 def only_run(out: Path) -> Path:
     runs = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]  # .sweep: the runs' locks
     assert len(runs) == 1, runs

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, minisparse
+from conftest import TINY, minisparse, minisparse_in_process
 
 CASES = {
     "unknown game": (["--game", "pong"], ["pong", "breakout", "seaquest"]),
@@ -64,10 +64,10 @@ def assert_one_line_error(result, expected):
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_run_options(case, tmp_path):
+def test_bad_run_options(case, tmp_path, monkeypatch, capsys):
     args, expected = CASES[case]
     out = tmp_path / "runs"
-    result = minisparse("run", "--out", str(out), *args)
+    result = minisparse_in_process(monkeypatch, capsys, "run", "--out", str(out), "--frames", "2000", *args)
     assert_one_line_error(result, expected)
     assert not out.exists() or not any(out.iterdir())
 
