@@ -220,6 +220,18 @@ def gather_present(products: Array, position: Array, column_starts: Array, rows:
 
 
 @numba.njit(cache=True, nogil=True)
+def active_spans(position: Array, column_starts: Array) -> Array:  # pragma: no cover - compiled
+    """The [start, stop) ranges of the present connections (input-major) of the inputs that are on (position >= 0)."""
+    spans = np.empty((position.size, 2), np.int64)
+    count = 0
+    for i in range(position.size):
+        if position[i] >= 0 and column_starts[i + 1] > column_starts[i]:
+            spans[count, 0], spans[count, 1] = column_starts[i], column_starts[i + 1]
+            count += 1
+    return spans[:count]
+
+
+@numba.njit(cache=True, nogil=True)
 def sparse_features(frame: Array, column_starts: Array, rows: Array, weights: Array, bias: Array,
                     slope: float) -> Array:  # pragma: no cover - compiled
     """Activated features of a masked layer for one flat frame, its present connections given input-major."""

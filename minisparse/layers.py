@@ -122,9 +122,9 @@ class MaskedLinear(nn.Module):
         if self.backend == "sparse":
             connections, mode = self.connections(), self.gradient_mode()
             if mode == "compact" and inputs.active is not None:
-                connections.present_gradient(grad_out, inputs, connections.gradient._values())
-                if self.weight.grad is not connections.gradient:
-                    self.weight.grad = connections.gradient
+                grad = connections.compact_gradient(grad_out, inputs)
+                if self.weight.grad is not grad:
+                    self.weight.grad = grad
             else:
                 self.weight.grad = connections.weight_gradient(grad_out, inputs, mode)
         elif self.score is None:
@@ -161,9 +161,12 @@ class MaskedLinear(nn.Module):
                 self._present, self._present_key = weight.reshape(-1).index_select(0, flat), key
         return self._present
 
-    def present(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices (row * in + column) and weights of the present connections: what a compact optimizer steps."""
-        return self.connections().flat, self.present_weights()
+    def present(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
+        """Flat indices (row * in + column) and weights of the present connections, what a compact optimizer
+        steps, and the spans of them outside which weight.grad is zero, where known (optim's module)."""
+        connections = self.connections()
+        known = self.weight.grad is connections.gradient.tensor
+        return connections.flat, self.present_weights(), connections.gradient.spans if known else None
 
     def gradient_is_masked(self) -> bool:
         """Whether weight.grad is zero off the mask by construction: the sparse backend's own gradients
@@ -328,6 +331,16 @@ class Inputs:
         return cls(x, *kernels.active_columns(x.numpy())) if x.device.type == "cpu" else cls(x)
 
 
+@dataclass
+class CompactGradient:
+    """A sparse tensor of the present connections whose values the fast update rewrites at every step, so that
+    the optimizer is handed the same gradient tensor each time (it keeps its views of it) and none is built per
+    step; and the spans of its values outside which the last step's gradient is zero."""
+
+    tensor: torch.Tensor
+    spans: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
 class Connections:
     """The mask's present connections, input-major (by column, then row): the order a layer's present
@@ -364,11 +377,15 @@ class Connections:
         return self.column_starts.numpy(), self.indices[0].numpy()
 
     @cached_property
-    def gradient(self) -> torch.Tensor:
-        """A sparse tensor of the present connections whose values the fast update rewrites at every step
-        (`MaskedLinear.feature_major_gradients`): the optimizer is handed the same gradient tensor each
-        time, so it keeps its views of it, and no tensor is built per step."""
-        return self.compact(torch.empty(self.flat.shape[0]))
+    def gradient(self) -> CompactGradient:
+        return CompactGradient(self.compact(torch.empty(self.flat.shape[0])))
+
+    def compact_gradient(self, grad_out: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+        """dL/dW at the present connections, written into `gradient` (a CPU batch): its tensor, and the spans
+        of the connections of the inputs that were on, outside which it is zero."""
+        self.present_gradient(grad_out, inputs, self.gradient.tensor._values())
+        self.gradient.spans = kernels.active_spans(inputs.position, self.input_major[0])
+        return self.gradient.tensor
 
     def product(self, values: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, Inputs]:
         """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections; and what

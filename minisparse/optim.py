@@ -8,11 +8,13 @@ state is torch's: checkpoints load in either optimizer.
 
 A parameter registered in `compact` (a sparse-backend layer's weight) is stepped over its present
 connections only: its callable returns their flat indices and their values, a contiguous tensor
-that the layer multiplies by (MaskedLinear.present_weights); each value the step moves is also
-written to its place in the parameter, so the dense weight stays current. Its gradient is dense or
-a sparse tensor of exactly those entries in that order (`Connections.compact`), and its state is
-kept in that order too: stepping contiguous vectors instead of dense ones (or scattered entries of
-them) was most of the sparse backend's optimizer cost. The engine registers one only while absent
+that the layer multiplies by (MaskedLinear.present_weights), and where known the spans of those
+values outside which this step's gradient is zero (the connections of the inputs the batch had on);
+each value the step moves is also written to its place in the parameter, so the dense weight stays
+current (RMSprop moves an entry only where its gradient is nonzero: it writes within the spans).
+Its gradient is dense or a sparse tensor of exactly those entries in that order (`Connections.compact`),
+and its state is kept in that order too: stepping contiguous vectors instead of dense ones (or scattered
+entries of them) was most of the sparse backend's optimizer cost. The engine registers one only while absent
 connections have zero gradient, weight and state, which a dense step leaves as they are, so the
 results are a dense step's. When the connections change, their state follows them (kept ones keep
 it, new ones start at zero). `state_dict` holds every state as torch's dense tensors, so checkpoints
@@ -48,7 +50,7 @@ class CompactOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: list[torch.nn.Parameter], defaults: dict):
         super().__init__(params, defaults)
-        self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]] = {}
         self._layout: dict[torch.Tensor, torch.Tensor] = {}   # compact state's flat indices, per parameter
         self._views: dict[torch.Tensor, tuple] = {}
         self._made_views: dict[torch.Tensor, tuple] = {}
@@ -57,9 +59,9 @@ class CompactOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def update(self, value: np.ndarray, grad: np.ndarray, state: tuple[np.ndarray, ...], group: dict,
-               weight: np.ndarray | None, index: np.ndarray | None) -> None:
+               weight: np.ndarray | None, index: np.ndarray | None, spans: np.ndarray | None) -> None:
         """Step `value` by `grad`; `state` holds numpy views of the step count and the moments; with `index`,
-        write each entry that moves to weight[index[i]] as well."""
+        write each entry that moves to weight[index[i]] as well (`spans`: see the module)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -67,20 +69,20 @@ class CompactOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    value, grad, weight, index = self._arrays(p)
-                    self.update(value, grad, self._state_views(p, group), group, weight, index)
+                    value, grad, weight, index, spans = self._arrays(p)
+                    self.update(value, grad, self._state_views(p, group), group, weight, index, spans)
 
-    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, ...]:
         """numpy views of what p's step reads and writes: the values stepped, the gradient, and for a compact
-        step the parameter and the flat indices of those values in it. They are made again only when one of
-        the tensors behind them is replaced (the fast update hands most gradients in the same tensors every
-        time, and a compact layer its values until its connections change): making them costs microseconds
-        per tensor, and a frame steps a handful."""
+        step the parameter, the flat indices of those values in it and the gradient's spans. The views are
+        made again only when a tensor behind them is replaced (the fast update hands most gradients in the
+        same tensors every time, and a compact layer its values until its connections change): making them
+        costs microseconds per tensor, and a frame steps a handful."""
         if p in self.compact:
-            index, value = self.compact[p]()
+            index, value, spans = self.compact[p]()
             self._arrange(p, index)
             if not p.grad.is_sparse:  # a dense gradient (the engine's connectivity-update steps), gathered afresh
-                return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index)), _flat(p), index.numpy()
+                return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index)), _flat(p), index.numpy(), None
             sources = (p.grad, index, value)
         else:
             self._arrange(p, None)
@@ -89,7 +91,7 @@ class CompactOptimizer(torch.optim.Optimizer):
         if made is None or made[1] != p.data_ptr() or len(made[0]) != len(sources) \
                 or any(kept is not now for kept, now in zip(made[0], sources)):
             made = self._made_views[p] = (sources, p.data_ptr(), _views(p, *sources))
-        return made[2]
+        return (*made[2], spans if p in self.compact else None)
 
     def state_dict(self) -> dict:
         """torch's state: compact state is saved as the dense tensors it stands for."""
@@ -147,12 +149,12 @@ class RMSprop(CompactOptimizer):
     def moments(self, group: dict) -> tuple[str, ...]:
         return ("square_avg", "grad_avg") if group["centered"] else ("square_avg",)
 
-    def update(self, value, grad, state, group, weight, index) -> None:
+    def update(self, value, grad, state, group, weight, index, spans) -> None:
         count, square_avg, *grad_avg = state
         _rmsprop_step(value, grad, square_avg, grad_avg[0] if grad_avg else None, count,
                       group["lr"], group["alpha"], group["eps"])
         if index is not None:
-            _write_back(weight, index, value, grad)
+            _write_back(weight, index, value, grad, _everything(index) if spans is None else spans)
 
 
 class Adam(CompactOptimizer):
@@ -164,7 +166,7 @@ class Adam(CompactOptimizer):
     def moments(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def update(self, value, grad, state, group, weight, index) -> None:
+    def update(self, value, grad, state, group, weight, index, spans) -> None:
         count, exp_avg, exp_avg_sq = state
         count[0] += 1
         beta1, beta2 = group["betas"]
@@ -173,7 +175,7 @@ class Adam(CompactOptimizer):
         _adam_step(value, grad, exp_avg, exp_avg_sq, 1 - beta1, beta2, 1 - beta2, step_size, correction2_root,
                    group["eps"])
         if index is not None:
-            _write_back(weight, index, value, exp_avg)
+            _write_back(weight, index, value, exp_avg, _everything(index))  # moments move entries outside the spans
 
 
 def _flat(tensor: torch.Tensor) -> np.ndarray:
@@ -234,11 +236,18 @@ def _adam_step(value, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_min
         value[i] = value[i] - step_size * (m / (np.sqrt(v) / correction2_root + eps))
 
 
+def _everything(index: np.ndarray) -> np.ndarray:
+    return np.array([[0, index.size]])
+
+
 @numba.njit(cache=True, nogil=True)
-def _write_back(weight, index, value, moved):  # pragma: no cover - compiled
-    """weight[index[i]] = value[i] where moved[i] != 0: a compact step moves an entry only where its gradient
-    (RMSprop) or first moment (Adam) is nonzero, and most of a sparse layer's inputs are off in a whole batch.
-    A pass of its own, so that the step's loop stays vector code."""
-    for i in range(index.size):
-        if moved[i] != 0:
-            weight[index[i]] = value[i]
+def _write_back(weight, index, value, moved, spans):  # pragma: no cover - compiled
+    """weight[index[i]] = value[i] where moved[i] != 0, for i in the [start, stop) rows of `spans`: a compact
+    step moves an entry only where its gradient (RMSprop) or first moment (Adam) is nonzero, and most of a
+    sparse layer's inputs are off in a whole batch (visiting only the spans of those that are on halved
+    this pass on breakout's and space_invaders' batches). A pass of its own, so that the step's loop stays
+    vector code."""
+    for span in range(spans.shape[0]):
+        for i in range(spans[span, 0], spans[span, 1]):
+            if moved[i] != 0:
+                weight[index[i]] = value[i]
