@@ -118,11 +118,12 @@ class MaskedLinear(nn.Module):
 
     def feature_major_gradients(self, grad_out: torch.Tensor, inputs: torch.Tensor | Inputs) -> None:
         """.grad of what trains (weight, as `gradient_mode` asks; scores, through the gate as
-        `_StraightThroughGate` hands it; bias) from dL/d pre-activations (units, batch)."""
+        `_StraightThroughGate` hands it; bias) from dL/d pre-activations (units, batch). A compact weight
+        gradient on a CPU is the same tensor every update, rewritten in place (`Connections.rewrite_gradient`)."""
         if self.backend == "sparse":
             connections, mode = self.connections(), self.gradient_mode()
             if mode == "compact" and inputs.active is not None:
-                grad = connections.compact_gradient(grad_out, inputs)
+                grad = connections.rewrite_gradient(grad_out, inputs)
                 if self.weight.grad is not grad:
                     self.weight.grad = grad
             else:
@@ -317,7 +318,7 @@ def crossover_density(units: int, inputs: int, trains: bool,
     return min(1.0, max(0.0, (dense_us - sparse[1] * edges - sparse[2]) / (sparse[0] * entries)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Inputs:
     """A batch x (samples x inputs) as the sparse backend's products read it: on a CPU, the inputs it has
     on somewhere (`kernels.active_columns`), found once for the forward product and the weight gradient."""
@@ -378,14 +379,21 @@ class Connections:
 
     @cached_property
     def gradient(self) -> CompactGradient:
-        return CompactGradient(self.compact(torch.empty(self.flat.shape[0])))
+        return CompactGradient(self._gradient_tensor())
 
-    def compact_gradient(self, grad_out: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+    def rewrite_gradient(self, grad_out: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         """dL/dW at the present connections, written into `gradient` (a CPU batch): its tensor, and the spans
-        of the connections of the inputs that were on, outside which it is zero."""
-        self.present_gradient(grad_out, inputs, self.gradient.tensor._values())
-        self.gradient.spans = kernels.active_spans(inputs.position, self.input_major[0])
-        return self.gradient.tensor
+        of the connections of the inputs that were on, outside which it is zero. A tensor emptied or grown in
+        place since (zero_grad without set_to_none, autograd accumulating into it) is replaced."""
+        gradient = self.gradient
+        if gradient.tensor._nnz() != self.flat.shape[0]:
+            gradient.tensor = self._gradient_tensor()
+        self.present_gradient(grad_out, inputs, gradient.tensor._values())
+        gradient.spans = kernels.active_spans(inputs.position, self.input_major[0])
+        return gradient.tensor
+
+    def _gradient_tensor(self) -> torch.Tensor:
+        return self.compact(torch.empty(self.flat.shape[0], device=self.flat.device))
 
     def product(self, values: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, Inputs]:
         """W x^T + b (out x batch) for x (batch x in), W's `values` at the present connections; and what
@@ -474,13 +482,13 @@ class _SparseLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, values: torch.Tensor,
                 connections: Connections, gradient: str) -> torch.Tensor:
         out, ctx.inputs = connections.product(values, bias, x)
-        ctx.save_for_backward(values)
+        ctx.save_for_backward(x, values)  # x is read through ctx.inputs; saved so that changing it in place is caught
         ctx.connections, ctx.gradient = connections, gradient
         return out.t()
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        values, = ctx.saved_tensors
+        _, values = ctx.saved_tensors
         connections = ctx.connections
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:

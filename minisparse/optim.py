@@ -53,7 +53,7 @@ class CompactOptimizer(torch.optim.Optimizer):
         self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]] = {}
         self._layout: dict[torch.Tensor, torch.Tensor] = {}   # compact state's flat indices, per parameter
         self._views: dict[torch.Tensor, tuple] = {}
-        self._made_views: dict[torch.Tensor, tuple] = {}
+        self._step_views: dict[torch.Tensor, tuple] = {}
 
     def moments(self, group: dict) -> tuple[str, ...]:
         raise NotImplementedError
@@ -72,26 +72,27 @@ class CompactOptimizer(torch.optim.Optimizer):
                     value, grad, weight, index, spans = self._arrays(p)
                     self.update(value, grad, self._state_views(p, group), group, weight, index, spans)
 
-    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, ...]:
+    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray | None, ...]:
         """numpy views of what p's step reads and writes: the values stepped, the gradient, and for a compact
         step the parameter, the flat indices of those values in it and the gradient's spans. The views are
-        made again only when a tensor behind them is replaced (the fast update hands most gradients in the
+        made again only when a tensor behind them, or its storage, is replaced (the fast update hands most gradients in the
         same tensors every time, and a compact layer its values until its connections change): making them
         costs microseconds per tensor, and a frame steps a handful."""
+        spans = None
         if p in self.compact:
             index, value, spans = self.compact[p]()
             self._arrange(p, index)
             if not p.grad.is_sparse:  # a dense gradient (the engine's connectivity-update steps), gathered afresh
                 return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index)), _flat(p), index.numpy(), None
-            sources = (p.grad, index, value)
+            sources, storage = (p.grad, index, value), (p.data_ptr(), p.grad._values().data_ptr())
         else:
             self._arrange(p, None)
-            sources = (p.grad,)
-        made = self._made_views.get(p)
-        if made is None or made[1] != p.data_ptr() or len(made[0]) != len(sources) \
+            sources, storage = (p.grad,), (p.data_ptr(), p.grad.data_ptr())
+        made = self._step_views.get(p)
+        if made is None or made[1] != storage or len(made[0]) != len(sources) \
                 or any(kept is not now for kept, now in zip(made[0], sources)):
-            made = self._made_views[p] = (sources, p.data_ptr(), _views(p, *sources))
-        return (*made[2], spans if p in self.compact else None)
+            made = self._step_views[p] = (sources, storage, _step_views(p, *sources))
+        return (*made[2], spans)
 
     def state_dict(self) -> dict:
         """torch's state: compact state is saved as the dense tensors it stands for."""
@@ -183,7 +184,7 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().view(-1).numpy()
 
 
-def _views(p: torch.Tensor, grad: torch.Tensor, index: torch.Tensor | None = None,
+def _step_views(p: torch.Tensor, grad: torch.Tensor, index: torch.Tensor | None = None,
            value: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """What `_arrays` returns: a dense step's views of p and its gradient, or a compact step's of the values,
     the sparse gradient's values (in the same order), p and the values' flat indices in p."""
@@ -237,6 +238,7 @@ def _adam_step(value, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_min
 
 
 def _everything(index: np.ndarray) -> np.ndarray:
+    """One span over all of `index`: where the write-back looks when nothing narrower is known."""
     return np.array([[0, index.size]])
 
 

@@ -22,13 +22,18 @@ def minisparse_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
                           ) -> subprocess.CompletedProcess:
     """The CLI's entry point (`minisparse.cli.main`, exit status and all) in this process: for commands that
     stop at a mistake before any work, where a subprocess would spend seconds importing torch each time."""
+    import torch
     from minisparse.cli import main
     monkeypatch.setattr(sys, "argv", ["minisparse", *args])
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit:
-        main()
+    threads = torch.get_num_threads()  # a run that fails as its agent is built has set them already
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main()
+    finally:
+        torch.set_num_threads(threads)
     captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, exit.value.code, captured.out, captured.err)
+    return subprocess.CompletedProcess(args, stopped.value.code, captured.out, captured.err)
 
 
 def only_run(out: Path) -> Path:

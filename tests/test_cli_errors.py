@@ -67,6 +67,8 @@ def assert_one_line_error(result, expected):
 def test_bad_run_options(case, tmp_path, monkeypatch, capsys):
     args, expected = CASES[case]
     out = tmp_path / "runs"
+    # --frames first: a case's own options come later and win, and a case that stopped being an error would
+    # train 2,000 frames here instead of 5M
     result = minisparse_in_process(monkeypatch, capsys, "run", "--out", str(out), "--frames", "2000", *args)
     assert_one_line_error(result, expected)
     assert not out.exists() or not any(out.iterdir())

@@ -5,6 +5,7 @@ import torch
 from minisparse.config import Config
 from minisparse.dqn import Agent
 from minisparse.layers import MaskedLinear, backend_for, crossover_density
+from minisparse.optim import RMSprop
 
 
 def layer_pair(density: float, seed: int = 0) -> tuple[MaskedLinear, MaskedLinear]:
@@ -211,3 +212,43 @@ def test_adam_steps_present_connections_only_with_the_dense_backends_results():
     for name in ("exp_avg", "exp_avg_sq"):
         assert state[name].shape == layer.weight.shape and state[name][~layer.mask].abs().max() == 0
         torch.testing.assert_close(state[name], expected[name], rtol=1e-4, atol=1e-9)
+
+
+def test_one_rewritten_gradient_and_a_write_back_within_spans_step_as_fresh_gradients_would():
+    """The fast update rewrites one compact gradient tensor, and RMSprop writes back only the connections
+    of the inputs that were on. Over batches with different active inputs, a mask change and a gradient
+    emptied in place, weights and optimizer state equal a twin's stepped from fresh gradients with a full
+    write-back, bit for bit."""
+    layers, optimizers = [], []
+    for _ in range(2):
+        layer = layer_pair(0.05)[1]
+        layer.compact_gradient = True
+        optimizer = RMSprop([layer.weight, layer.bias], lr=1e-3, alpha=0.95, eps=0.01, centered=True)
+        layers.append(layer)
+        optimizers.append(optimizer)
+    fast, twin = layers
+    optimizers[0].compact[fast.weight] = fast.present
+    optimizers[1].compact[twin.weight] = lambda: (*twin.present()[:2], None)
+    generator = torch.Generator().manual_seed(3)
+    for step in range(12):
+        x = frames_like(32, step)
+        grad_out = torch.randn(256, 32, generator=generator)
+        if step == 6:  # connections change (as the engine changes them)
+            keep = torch.rand(fast.mask.shape, generator=generator) < 0.8
+            for layer in layers:
+                with torch.no_grad():
+                    layer.weight.mul_(keep)
+                    layer.mask.mul_(keep)
+        if step == 9:
+            optimizers[0].zero_grad(set_to_none=False)  # empties the sparse gradient in place
+        fast.feature_major_gradients(grad_out, fast.feature_major(x)[1])
+        connections, inputs = twin.connections(), twin.feature_major(x)[1]
+        twin.weight.grad = connections.weight_gradient(grad_out, inputs, "compact")
+        twin.bias.grad = grad_out.sum(1)
+        assert fast.present()[2] is not None and twin.weight.grad is not fast.weight.grad
+        for optimizer in optimizers:
+            optimizer.step()
+        assert torch.equal(fast.weight, twin.weight) and torch.equal(fast.present_weights(), twin.present_weights())
+    assert fast.weight.grad is fast.connections().gradient.tensor
+    for name in ("square_avg", "grad_avg"):
+        assert torch.equal(optimizers[0].state_dict()["state"][0][name], optimizers[1].state_dict()["state"][0][name])
