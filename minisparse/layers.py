@@ -123,9 +123,7 @@ class MaskedLinear(nn.Module):
         if self.backend == "sparse":
             connections, mode = self.connections(), self.gradient_mode()
             if mode == "compact" and inputs.active is not None:
-                grad = connections.rewrite_gradient(grad_out, inputs)
-                if self.weight.grad is not grad:
-                    self.weight.grad = grad
+                self.weight.grad = connections.rewrite_gradient(grad_out, inputs)
             else:
                 self.weight.grad = connections.weight_gradient(grad_out, inputs, mode)
         elif self.score is None:

@@ -75,9 +75,9 @@ class CompactOptimizer(torch.optim.Optimizer):
     def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray | None, ...]:
         """numpy views of what p's step reads and writes: the values stepped, the gradient, and for a compact
         step the parameter, the flat indices of those values in it and the gradient's spans. The views are
-        made again only when a tensor behind them, or its storage, is replaced (the fast update hands most gradients in the
-        same tensors every time, and a compact layer its values until its connections change): making them
-        costs microseconds per tensor, and a frame steps a handful."""
+        made again only when a tensor behind them, or its storage, is replaced (the fast update hands most
+        gradients in the same tensors every time, and a compact layer its values until its connections
+        change): making them costs microseconds per tensor, and a frame steps a handful."""
         spans = None
         if p in self.compact:
             index, value, spans = self.compact[p]()
@@ -184,8 +184,8 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().view(-1).numpy()
 
 
-def _step_views(p: torch.Tensor, grad: torch.Tensor, index: torch.Tensor | None = None,
-           value: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _step_views(p: torch.Tensor, grad: torch.Tensor, index: torch.Tensor | None = None, value: torch.Tensor | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """What `_arrays` returns: a dense step's views of p and its gradient, or a compact step's of the values,
     the sparse gradient's values (in the same order), p and the values' flat indices in p."""
     if index is None:
