@@ -50,7 +50,7 @@ class Row:
     update_ms: float = 0.0             # CPU ms per frame of the timed loop
     ratio: float | None = None         # frames_per_s / the baseline row's
     peak_rss_mb: float | None = None
-    replay_mb: float | None = None     # the replay's arrays at full capacity
+    replay_mb: float | None = None     # the replay's arrays at full capacity, once learning started
     rounds: list[float] = field(default_factory=list)
 
 
@@ -59,9 +59,14 @@ class Workload:
     Denormal numbers are flushed while it runs if its training loop flushes them (minisparse's does,
     the plain PyTorch scripts do not)."""
 
-    def __init__(self, frames: Callable[[int], None], replay_mb: float | None, agent: Any = None):
-        self.replay_mb, self.agent = replay_mb, agent
+    def __init__(self, frames: Callable[[int], None], agent: Any = None):
+        self.agent = agent
         self._frames, self._flushes_denormals = frames, agent is not None and agent.denormals_flushed
+
+    @property
+    def replay_mb(self) -> float | None:
+        """A minisparse agent's replay arrays, the features it keeps once learning starts included."""
+        return self.agent.replay.nbytes / 2**20 if self.agent is not None else None
 
     def frames(self, n: int) -> None:
         torch.set_flush_denormal(self._flushes_denormals)
@@ -81,7 +86,7 @@ def minisparse_workload(config: Config, prefill: int) -> Workload:
             observation = agent.step(observation)[0]
 
     frames(prefill)
-    return Workload(frames, agent.replay.nbytes / 2**20, agent)
+    return Workload(frames, agent)
 
 
 def timed_frames(agent: Any, observation: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
@@ -98,7 +103,7 @@ def baseline_workload(game: str, seed: int, prefill: int) -> Workload:
     agent = _load(BASELINE_FILE, "minisparse_baseline_dqn").BaselineDQN(game, seed)
     for _ in range(prefill):
         agent.frame(1.0, learn=False)
-    return Workload(lambda n: [agent.frame(FINAL_EPSILON, learn=True) for _ in range(n)], None)
+    return Workload(lambda n: [agent.frame(FINAL_EPSILON, learn=True) for _ in range(n)])
 
 
 def load_minatar_script(path: Path) -> Any:
@@ -158,7 +163,7 @@ def minatar_script_workload(script: Any, game: str, seed: int, prefill: int) -> 
             state = next_state
 
     frames(prefill + 1)
-    return Workload(frames, None)
+    return Workload(frames)
 
 
 def _load(path: Path, name: str) -> Any:

@@ -82,6 +82,8 @@ def check_resources(config: Config) -> None:
         raise ConfigError(f"threads {config.threads} is more than this machine's {cpus} CPUs")
     packed = (config.input_size + 7) // 8
     replay = (config.replay_capacity + 1) * packed + config.replay_capacity * 24
+    if config.weights == "fixed":  # a frozen first layer's features of every stored frame (Replay.keep_features)
+        replay += (config.replay_capacity + 1) * config.hidden_units * 4
     weights = config.hidden_units * (config.input_size + 1) + config.dense_units * (config.hidden_units + 1)
     # online, target, gradient, two optimizer states and a score per weight, 4 bytes each; a mask byte
     networks = weights * (6 * 4 + 1)
@@ -189,6 +191,13 @@ class Agent:
         self.engine.begin_learning(observations)
         self.target.load_state_dict(self.q.state_dict())
         self.probe = probe_batch(observations, self.config.seed)
+        self._keep_frozen_features()
+
+    def _keep_frozen_features(self) -> None:
+        """Where the structured layer no longer changes, the replay keeps its features of every frame."""
+        encode = self.td.frozen_features()
+        if encode is not None:
+            self.replay.keep_features(encode, self.q.structured.out_features)
 
     def state_dict(self) -> dict:
         counters = asdict(self.counters)
@@ -230,6 +239,8 @@ class Agent:
         self.counters = Counters(**meta["counters"])
         self.rng.bit_generator.state = meta["rng"]
         self.game.set_state(meta["game"])
+        if self.counters.updates:
+            self._keep_frozen_features()
 
 
 def start(config: Config, out: Path) -> Path:

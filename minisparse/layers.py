@@ -70,6 +70,12 @@ class MaskedLinear(nn.Module):
         self._gated: torch.Tensor | None = None
         self._gated_key: tuple | None = None
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the caches behind (they are remade on first use; a CSR tensor cannot be
+        deep-copied)."""
+        caches = ("_connections", "_connections_key", "_present", "_present_key", "_gated", "_gated_key")
+        return {**super().__getstate__(), **dict.fromkeys(caches)}
+
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
         fan_in = self.mask.sum(1, keepdim=True).clamp(min=1).float().cpu()  # draws are on the CPU

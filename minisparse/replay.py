@@ -6,11 +6,29 @@ its state from slot k and its next state from slot k+1, so a next state is never
 twice (the following transition's state overwrites it with the same bits, or, after a
 terminal, with the new episode's first state, which the done flag masks anyway).
 Training batches are unpacked straight to float32 through a byte -> 8 floats lookup table.
+
+A network whose first layer never changes while learning (fixed weights, static connectivity)
+would compute the same features of a stored frame each of the ~32 times it is sampled;
+`keep_features` stores them once per slot instead, and batches then carry them.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 import torch
+
+
+class Batch(NamedTuple):
+    """A training batch on the network's device: `states` is (2 * batch, C*100) float32 holding the
+    observations followed by the next observations, flat in the network's input order; `features`
+    the same rows' stored first-layer features where the replay keeps them (`Replay.keep_features`)."""
+
+    states: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    features: torch.Tensor | None = None
 
 
 # Row b holds the bits of byte b as float32, most significant first (the order of np.packbits).
@@ -29,26 +47,34 @@ class Replay:
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.dones = np.zeros(capacity, dtype=np.float32)
         self.added = 0
+        self.features: np.ndarray | None = None
+        self._encode: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return min(self.added, self.capacity)
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.observations, self.observation_slot, self.actions, self.rewards, self.dones)
-        return sum(a.nbytes for a in arrays)
+        arrays = (self.observations, self.observation_slot, self.actions, self.rewards, self.dones, self.features)
+        return sum(a.nbytes for a in arrays if a is not None)
 
     def add(self, observation: np.ndarray, action: int, reward: float,
             next_observation: np.ndarray, done: bool) -> None:
         index = self.added % self.capacity
         slot = self.added % (self.capacity + 1)
-        self.observations[slot] = np.packbits(observation)
-        self.observations[(slot + 1) % (self.capacity + 1)] = np.packbits(next_observation)
+        self._store(slot, observation)
+        self._store((slot + 1) % (self.capacity + 1), next_observation)
         self.observation_slot[index] = slot
         self.actions[index] = action
         self.rewards[index] = reward
         self.dones[index] = done
         self.added += 1
+
+    def _store(self, slot: int, observation: np.ndarray) -> None:
+        packed = np.packbits(observation)
+        if self._encode is not None and not np.array_equal(self.observations[slot], packed):
+            self.features[slot] = self._encode(observation)
+        self.observations[slot] = packed
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """(observations, actions, rewards, next_observations, dones) as arrays, observations as uint8 0/1."""
@@ -57,19 +83,27 @@ class Replay:
         return (self._unpack(slot), self.actions[index], self.rewards[index],
                 self._unpack((slot + 1) % (self.capacity + 1)), self.dones[index])
 
-    def sample_tensors(self, batch_size: int, rng: np.random.Generator, device: torch.device
-                       ) -> tuple[torch.Tensor, ...]:
-        """The batch `sample` draws from the same rng, as tensors on `device` ready for the network.
-
-        Returns (states, actions, rewards, dones): states is (2 * batch, C*100) float32 holding the
-        observations followed by the next observations, flat in the network's input order.
-        """
+    def sample_tensors(self, batch_size: int, rng: np.random.Generator, device: torch.device) -> Batch:
+        """The batch `sample` draws from the same rng, as tensors on `device` ready for the network."""
         index = rng.integers(len(self), size=batch_size)
         slot = self.observation_slot[index]
-        packed = self.observations[np.concatenate((slot, (slot + 1) % (self.capacity + 1)))]
-        states = _BIT_TABLE.take(packed, axis=0).reshape(2 * batch_size, -1)[:, :self._bits]
-        columns = (states, self.actions[index], self.rewards[index], self.dones[index])
-        return tuple(torch.from_numpy(c).to(device, non_blocking=True) for c in columns)
+        slots = np.concatenate((slot, (slot + 1) % (self.capacity + 1)))
+        states = _BIT_TABLE.take(self.observations[slots], axis=0).reshape(2 * batch_size, -1)[:, :self._bits]
+        columns = [states, self.actions[index], self.rewards[index], self.dones[index]]
+        if self.features is not None:
+            columns.append(self.features[slots])
+        return Batch(*(torch.from_numpy(c).to(device, non_blocking=True) for c in columns))
+
+    def keep_features(self, encode: Callable[[np.ndarray], np.ndarray], size: int) -> None:
+        """From now on store `encode(observation)` (`size` float32s) with every observation, the stored
+        ones included, and hand them out with batches. `encode` must be a fixed function of the frame.
+        Every slot holds the encoding of its bits (an empty slot's: all zeros), each encoded alone, so
+        encoding the replay again (after a resume) gives the same features, bit for bit."""
+        self._encode = encode
+        self.features = np.empty((self.capacity + 1, size), np.float32)
+        self.features[:] = encode(np.zeros(self.observation_shape, np.uint8))
+        for slot in np.flatnonzero(self.observations.any(axis=1)):
+            self.features[slot] = encode(self._unpack(np.array([slot]))[0])
 
     def all_observations(self) -> np.ndarray:
         """Every stored state, unpacked: (len, *observation_shape) uint8."""
@@ -98,3 +132,5 @@ class Replay:
         if added < 0:
             raise ValueError(f"replay count {added} is negative")
         self.added = added
+        if self._encode is not None:
+            self.keep_features(self._encode, self.features.shape[1])

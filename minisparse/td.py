@@ -23,6 +23,9 @@ checks that both give the same loss, gradients and actions.
 """
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,22 +34,17 @@ from torch import nn
 from minisparse import kernels
 from minisparse.layers import MaskedLinear, SharedConv
 from minisparse.network import QNetwork
+from minisparse.replay import Batch
 from minisparse.sparsity import LayerPlan
 
 
-def td_loss(q: QNetwork, target: QNetwork, batch: tuple[torch.Tensor, ...], gamma: float
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Huber loss of Q(s, a) against r + gamma * max_a' Q_target(s', a'); also mean Q(s, a).
-
-    `batch` is (states, actions, rewards, dones) with the observations and then the next
-    observations stacked in `states` (Replay.sample_tensors).
-    """
-    states, actions, rewards, dones = batch
-    observations, next_observations = states.chunk(2)
+def td_loss(q: QNetwork, target: QNetwork, batch: Batch, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Huber loss of Q(s, a) against r + gamma * max_a' Q_target(s', a'); also mean Q(s, a)."""
+    observations, next_observations = batch.states.chunk(2)
     with torch.no_grad():
         next_q = target(next_observations).max(1).values
-        td_target = rewards + gamma * (1.0 - dones) * next_q
-    q_taken = q(observations).gather(1, actions.unsqueeze(1)).squeeze(1)
+        td_target = batch.rewards + gamma * (1.0 - batch.dones) * next_q
+    q_taken = q(observations).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
     return F.smooth_l1_loss(q_taken, td_target), q_taken.detach().mean()
 
 
@@ -65,10 +63,14 @@ class AutogradTD:
     def __init__(self, q: QNetwork, target: QNetwork, gamma: float):
         self.q, self.target, self.gamma = q, target, gamma
 
-    def __call__(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         loss, mean_q = td_loss(self.q, self.target, batch, self.gamma)
         loss.backward()
         return loss.detach(), mean_q
+
+    def frozen_features(self) -> None:
+        """Autograd computes every layer's features from the frames: nothing for the replay to keep."""
+        return None
 
     @torch.inference_mode()
     def greedy(self, observation: np.ndarray) -> int:
@@ -109,16 +111,17 @@ class FastTD:
         self.frozen_structured, self.trains_structured = plan.frozen, plan.learns_weights or plan.scored
         self.slope = q.leaky_slope if q.activation == "leaky_relu" else 0.0
         self._size = 0
+        self._frame_features = lambda frame: self.q.structured.frame_features(frame, self.slope)
 
     @torch.no_grad()
-    def __call__(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        states, actions, rewards, dones = batch
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        states, actions, rewards, dones = batch.states, batch.actions, batch.rewards, batch.dones
         q, target, size = self.q, self.target, actions.shape[0]
         if size != self._size:
             self._allocate(size)
         if self.frozen_structured:
-            pre, out, _ = self._structured_forward(q.structured, states)
-            online_pre, online_out, next_out = pre[:, :size], out[:, :size], out[:, size:]
+            out = batch.features.t() if batch.features is not None else self._structured_forward(q.structured, states)[1]
+            online_out, next_out = out[:, :size], out[:, size:]
         else:
             online_pre, online_out, inputs = self._structured_forward(q.structured, states[:size])
             next_out = self._structured_forward(target.structured, states[size:])[1]
@@ -141,6 +144,15 @@ class FastTD:
             q.structured.feature_major_gradients(grad_pre, inputs)
         return statistics[0], statistics[1]
 
+    def frozen_features(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The structured layer's activated features of one frame where they never change while learning
+        (the replay can keep them: `Replay.keep_features`, and batches then skip the layer), else None.
+        From then on acting shares them: each frame's features are computed once."""
+        if not self.frozen_structured:
+            return None
+        self._frame_features = _LastFrame(partial(self.q.structured.frame_features, slope=self.slope))
+        return self._frame_features
+
     def _allocate(self, size: int) -> None:
         units = self.q.hidden.out_features
         self._size = size
@@ -162,12 +174,26 @@ class FastTD:
         """argmax_a Q(observation, a) in compiled loops: MinAtar frames are binary and sparse, so the
         structured layer adds up the weights of the few active inputs instead of multiplying."""
         online = self.q_arrays
-        features = self.q.structured.frame_features(observation, self.slope)
+        features = self._frame_features(observation)
         return int(kernels.greedy_action(features, online["hidden.weight"], online["hidden.bias"],
                                          online["head.weight"], online["head.bias"], self.slope))
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(x, self.slope) if self.slope else F.relu(x)
+
+
+class _LastFrame:
+    """`encode` remembering its last frame. Each frame is both acted on and stored in the replay (a next
+    state is stored, then acted on), so a frozen layer's features of it are computed once."""
+
+    def __init__(self, encode: Callable[[np.ndarray], np.ndarray]):
+        self.encode, self.key, self.features = encode, None, None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        key = (frame.shape, frame.dtype.str, frame.tobytes())
+        if key != self.key:
+            self.key, self.features = key, self.encode(frame)
+        return self.features
 
 
 def _arrays(network: nn.Module) -> dict[str, np.ndarray]:

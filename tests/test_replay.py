@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 
 from minisparse.replay import Replay
 
@@ -46,3 +47,38 @@ def test_state_dict_round_trip_reproduces_samples():
     copy.load_state_dict(replay.state_dict())
     for a, b in zip(replay.sample(64, np.random.default_rng(5)), copy.sample(64, np.random.default_rng(5))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_kept_features_are_every_slots_encoding_through_wraparound_episode_ends_and_a_reload():
+    rng = np.random.default_rng(2)
+    shape = (3, 10, 10)
+    projection = rng.normal(size=(300, 8)).astype(np.float32)
+    calls = []
+
+    def encode(frame):
+        calls.append(1)
+        return frame.reshape(-1).astype(np.float32) @ projection
+
+    replay = Replay(capacity=30, observation_shape=shape)
+    observation = random_observation(rng, shape)
+    for step in range(100):
+        if step == 12:  # kept from the middle of filling on: the stored frames are encoded at once
+            replay.keep_features(encode, 8)
+            assert len(calls) == 1 + 13  # the empty frame's encoding, then each written slot's
+        next_observation = random_observation(rng, shape)
+        done = step % 9 == 8
+        before = len(calls)
+        replay.add(observation, 0, 0.0, next_observation, done)
+        if step > 12:  # a continuing episode's state was stored as the previous next state: encoded once
+            assert len(calls) - before == (2 if step % 9 == 0 else 1)
+        observation = random_observation(rng, shape) if done else next_observation
+    frames = replay._unpack(np.arange(31))
+    np.testing.assert_array_equal(replay.features, np.stack([encode(f) for f in frames]))
+
+    batch = replay.sample_tensors(16, np.random.default_rng(4), torch.device("cpu"))
+    np.testing.assert_array_equal(batch.features.numpy(), np.stack([encode(s) for s in batch.states.numpy()]))
+
+    copy = Replay(30, shape)
+    copy.keep_features(encode, 8)
+    copy.load_state_dict(replay.state_dict())
+    np.testing.assert_array_equal(copy.features, replay.features)

@@ -7,10 +7,11 @@ import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
+from minisparse.replay import Batch
 from minisparse.td import AutogradTD, FastTD, td_loss
 
 
-def random_batch(agent: Agent, seed: int) -> tuple[torch.Tensor, ...]:
+def random_batch(agent: Agent, seed: int) -> Batch:
     """Binary frames at MinAtar's density, and terminal transitions among them."""
     generator = torch.Generator().manual_seed(seed)
     size, inputs = agent.config.batch_size, agent.config.input_size
@@ -18,7 +19,7 @@ def random_batch(agent: Agent, seed: int) -> tuple[torch.Tensor, ...]:
     actions = torch.randint(0, 6, (size,), generator=generator)
     rewards = torch.randint(0, 2, (size,), generator=generator).float()
     dones = (torch.rand(size, generator=generator) < 0.2).float()
-    return states, actions, rewards, dones
+    return Batch(states, actions, rewards, dones)
 
 
 @pytest.mark.parametrize("structure, weights, activation, backend", [
