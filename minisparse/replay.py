@@ -20,11 +20,12 @@ import torch
 
 
 class Batch(NamedTuple):
-    """A training batch on the network's device: `states` is (2 * batch, C*100) float32 holding the
-    observations followed by the next observations, flat in the network's input order; `features`
-    the same rows' stored first-layer features where the replay keeps them (`Replay.keep_features`)."""
+    """A training batch on the network's device. `states` is (2 * batch, C*100) float32 holding the
+    observations followed by the next observations, flat in the network's input order; where the
+    replay keeps their first-layer features (`Replay.keep_features`) `features` holds those rows
+    instead, and `states` is None: the frames themselves are no longer read."""
 
-    states: torch.Tensor
+    states: torch.Tensor | None
     actions: torch.Tensor
     rewards: torch.Tensor
     dones: torch.Tensor
@@ -88,11 +89,12 @@ class Replay:
         index = rng.integers(len(self), size=batch_size)
         slot = self.observation_slot[index]
         slots = np.concatenate((slot, (slot + 1) % (self.capacity + 1)))
-        states = _BIT_TABLE.take(self.observations[slots], axis=0).reshape(2 * batch_size, -1)[:, :self._bits]
-        columns = [states, self.actions[index], self.rewards[index], self.dones[index]]
+        tensors = [torch.from_numpy(c).to(device, non_blocking=True)
+                   for c in (self.actions[index], self.rewards[index], self.dones[index])]
         if self.features is not None:
-            columns.append(self.features[slots])
-        return Batch(*(torch.from_numpy(c).to(device, non_blocking=True) for c in columns))
+            return Batch(None, *tensors, torch.from_numpy(self.features[slots]).to(device, non_blocking=True))
+        states = _BIT_TABLE.take(self.observations[slots], axis=0).reshape(2 * batch_size, -1)[:, :self._bits]
+        return Batch(torch.from_numpy(states).to(device, non_blocking=True), *tensors)
 
     def keep_features(self, encode: Callable[[np.ndarray], np.ndarray], size: int) -> None:
         """From now on store `encode(observation)` (`size` float32s) with every observation, the stored
