@@ -298,12 +298,12 @@ def layer_benchmark(densities: tuple[float, ...], game: str = "breakout", units:
 
     A trained layer's step as the fast TD update runs it: forward of the next batch through
     the target's copy, forward of the batch, the weight gradient, the engine's mask hooks and a
-    centered RMSprop step. A frozen layer's (fixed weights) is one forward of batch and next
-    batch together. Input is batches of the game's own frames from uniform-random play, a fresh
-    batch each step: the sparse backend skips the inputs a batch leaves off, so random frames of
-    the right density would overstate its work (and a repeated batch makes centered RMSprop's
-    variance 0 - 0 and its sqrt slow NaN arithmetic). The two backends' timed blocks alternate,
-    best block counts, so a change in the machine's speed hits both alike.
+    centered RMSprop step. A frozen layer's (fixed weights) is its features of one frame: the replay
+    keeps them for every stored frame, and acting reads the same ones. Input is the game's own
+    frames from uniform-random play, fresh ones each step: the sparse backend skips the inputs that
+    are off, so random frames of the right density would overstate its work (and a repeated batch
+    makes centered RMSprop's variance 0 - 0 and its sqrt slow NaN arithmetic). The two backends'
+    timed blocks alternate, best block counts, so a change in the machine's speed hits both alike.
     """
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
@@ -360,12 +360,9 @@ def _layer_step(mask: torch.Tensor, backend: str, pool: torch.Tensor, batch: int
     engine = SparsityEngine(network, make_structure("random", {}), {"structured": spec}, seed=0, backend=backend)
     batches = iter(range(10**9))
 
-    @torch.no_grad()
-    def forward() -> None:
-        layer.feature_major(pool[next(batches) % len(pool)])
-
     if not trains:
-        return _warmed_up(forward)
+        frames = pool.reshape(-1, inputs).numpy()
+        return _warmed_up(lambda: layer.frame_features(frames[next(batches) % len(frames)], 0.0))
     target_network = nn.Module()
     target_network.structured = target = MaskedLinear(mask).requires_grad_(False)
     target.load_state_dict(layer.state_dict())

@@ -82,7 +82,7 @@ def check_resources(config: Config) -> None:
         raise ConfigError(f"threads {config.threads} is more than this machine's {cpus} CPUs")
     packed = (config.input_size + 7) // 8
     replay = (config.replay_capacity + 1) * packed + config.replay_capacity * 24
-    if config.weights == "fixed":  # a frozen first layer's features of every stored frame (Replay.keep_features)
+    if config.weights == "fixed":  # a frozen first layer's features per slot (Replay.keep_features; an upper bound)
         replay += (config.replay_capacity + 1) * config.hidden_units * 4
     weights = config.hidden_units * (config.input_size + 1) + config.dense_units * (config.hidden_units + 1)
     # online, target, gradient, two optimizer states and a score per weight, 4 bytes each; a mask byte
@@ -209,10 +209,12 @@ class Agent:
                                     "rng": self.rng.bit_generator.state, "game": self.game.get_state()})}
 
     def execution(self) -> dict[str, Any]:
-        """How this run computes (config.json keeps it): the TD update's path, the device, and each wired
-        layer's plan as training starts (auto decides the backend again when a mask changes)."""
+        """How this run computes (config.json keeps it): the TD update's path, the device, what the replay
+        keeps, and each wired layer's plan as training starts (auto decides the backend again when a mask changes)."""
         reason = self.autograd_reason()
+        keeps = reason is None and self.engine.plans["structured"].frozen  # FastTD.frozen_features
         return {"update": f"autograd ({reason})" if reason else "hand-derived", "device": str(self.device),
+                "replay": "frames, and the structured layer's features once learning starts" if keeps else "frames",
                 "denormals": "flushed to zero" if self.denormals_flushed else "kept (this CPU cannot flush them)",
                 "layers": {name: asdict(plan) for name, plan in self.engine.plans.items()}}
 

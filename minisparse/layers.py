@@ -24,13 +24,15 @@ from minisparse import kernels
 # What `auto` decides by: CPU microseconds of a masked layer's work per DQN step on one thread,
 # a * size + b * (units + inputs) + c per backend, size being its weight entries (dense) or
 # present connections (sparse); trained layers (forward, target forward, gradient, optimizer
-# step) and frozen ones (one forward), on batches of the games' own frames (the sparse backend
-# skips inputs a batch leaves off, so its cost depends on the game: measured crossovers of trained
-# 1024-unit layers run from 0.3 on freeway to 0.6 on breakout and seaquest; the fit, a compromise,
-# predicts 0.43-0.46). Fitted by benchmarks/fit_auto_backend.py (--repeats 30 --rounds 5).
+# step) on batches of the games' own frames, and frozen ones (the features of one frame, which the
+# replay keeps and acting shares). The sparse backend skips inputs that are off, so its cost
+# depends on the game: measured crossovers of trained 1024-unit layers run from 0.45 on freeway to
+# 0.8 on breakout and above 0.8 on seaquest; the fit, a compromise, predicts 0.49-0.63. Frozen
+# layers: sparse up to 0.8 density or beyond, predicted sparse at every density. Fitted by
+# benchmarks/fit_auto_backend.py (--repeats 30 --rounds 5).
 BACKEND_COSTS = {
-    True: {"dense": (0.00267, 0.0896, 146.0), "sparse": (0.00513, 0.253, 114.0)},  # trained
-    False: {"dense": (0.00101, 0.0, 14.3), "sparse": (0.0015, 0.0389, 35.7)},  # frozen
+    True: {"dense": (0.00223, 0.33, 8.06), "sparse": (0.00356, 0.29, 84.4)},  # trained
+    False: {"dense": (0.0, 0.017, 9.46), "sparse": (2.49e-05, 0.0, 13.9)},  # frozen
 }
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.

@@ -10,9 +10,10 @@ the products. Here the products run feature-major (units x batch, the layout who
 are fastest) and everything between them is a few compiled loops (kernels.py): the target's
 max, the head (Q(s, a) of the taken action only), the Huber loss and the activations'
 gradients in closed form. A frozen structured layer (fixed weights, static connectivity) is the
-same function in the online and target networks, so its features for the states and the next
-states come from one product, and no gradient flows into it. Acting's greedy action of one
-binary frame is a compiled loop that adds up the weights of the frame's few active inputs.
+same function in the online and target networks and no gradient flows into it: once learning
+starts the replay keeps its features of every stored frame (`frozen_features`) and updates read
+those (before, or without them, one product gives the states' and next states' features). Acting's
+greedy action of one binary frame is a compiled loop that adds up the weights of its few active inputs.
 
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
 sparse one the products run over the present connections in compiled loops that skip the

@@ -27,6 +27,7 @@ def trained(agent: Agent, frames: int) -> Agent:
 def test_only_a_frozen_first_layer_has_its_features_kept(structure, weights, keeps):
     agent = trained(Agent(Config(structure=structure, weights=weights, backend="auto", **SMALL)), 320)
     assert (agent.replay.features is not None) == keeps == agent.engine.plans["structured"].frozen
+    assert agent.execution()["replay"].startswith("frames, and") == keeps  # what config.json records
 
 
 @pytest.mark.parametrize("structure, backend, exact", [("random", "sparse", True), ("local", "sparse", True),

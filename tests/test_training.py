@@ -30,6 +30,7 @@ def test_run_directory_says_everything(tiny_run):
     assert config["config"]["structure_options"] == {} and defaults  # given: none; recorded: every one
     assert config["structure"] == {"name": "random", "options": defaults}
     assert config["execution"] == {"update": "hand-derived", "device": "cpu", "denormals": "flushed to zero",
+                                   "replay": "frames, and the structured layer's features once learning starts",
                                    "layers": {"structured": {
         "structure": "random", "learns_weights": False, "learns_connectivity": False, "scored": False,
         "backend": "sparse", "compact": False}}}
