@@ -6,7 +6,8 @@ Trains one agent past its replay start at epsilon 0.1 (a run's steady state, as 
 has it), then times rounds of --frames training frames with its
 TD update derived by hand (td.FastTD) and through autograd (td.AutogradTD), alternately, on the
 same agent in this one process, so the machine's drift falls on both alike. Both compute the
-same update (tests/test_td.py), so the agent simply trains on.
+same update (tests/test_td.py), so the agent simply trains on. Both read the frames: the replay
+does not keep a frozen layer's features here, which only the hand-derived update could read.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main() -> None:
     agent = Agent(config)
     if not isinstance(agent.td, FastTD):
         raise SystemExit(f"{args.structure} {args.weights} takes autograd anyway: {agent.autograd_reason()}")
+    agent.td.frozen_features = lambda: None
     updates = {"hand-derived": agent.td, "autograd": AutogradTD(agent.q, agent.target, config.gamma)}
     observation = timed_frames(agent, agent.game.observation(), args.train)[0]
     best = dict.fromkeys(updates, 0.0)

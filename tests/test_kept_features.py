@@ -80,3 +80,14 @@ def test_acting_and_storing_compute_each_frames_features_once():
         observation, _, done = agent.step(observation)
         ends += done
     assert len(computed) == 1 + 300 + ends  # the first frame, each next state, each new episode's first frame
+
+
+def test_loading_a_state_from_before_learning_keeps_no_features():
+    config = Config(structure="random", weights="fixed", **SMALL)
+    before_learning = Agent(config).state_dict()
+    agent = trained(Agent(config), 400)
+    assert agent.replay.features is not None
+    agent.load_state_dict(before_learning)
+    assert agent.replay.features is None and len(agent.replay) == 0
+    trained(agent, 320)  # learning starts again, and with it the features
+    assert agent.replay.features is not None
