@@ -73,9 +73,14 @@ class Replay:
 
     def _store(self, slot: int, observation: np.ndarray) -> None:
         packed = np.packbits(observation)
-        if self._encode is not None and not np.array_equal(self.observations[slot], packed):
+        if self._encode is not None and (slot >= self._written()
+                                         or not np.array_equal(self.observations[slot], packed)):
             self.features[slot] = self._encode(observation)
         self.observations[slot] = packed
+
+    def _written(self) -> int:
+        """Slots 0 .. this - 1 hold a stored observation (the ring's slots are first written in order)."""
+        return min(self.added + 1, self.capacity + 1) if self.added else 0
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """(observations, actions, rewards, next_observations, dones) as arrays, observations as uint8 0/1."""
@@ -99,12 +104,12 @@ class Replay:
     def keep_features(self, encode: Callable[[np.ndarray], np.ndarray], size: int) -> None:
         """From now on store `encode(observation)` (`size` float32s) with every observation, the stored
         ones included, and hand them out with batches. `encode` must be a fixed function of the frame.
-        Every slot holds the encoding of its bits (an empty slot's: all zeros), each encoded alone, so
-        encoding the replay again (after a resume) gives the same features, bit for bit."""
+        Every written slot holds the encoding of its bits, each encoded alone, so encoding the replay
+        again (after a resume) gives the same features, bit for bit. Slots not yet written stay
+        untouched zero pages: a short run does not make the whole array resident."""
         self._encode = encode
-        self.features = np.empty((self.capacity + 1, size), np.float32)
-        self.features[:] = encode(np.zeros(self.observation_shape, np.uint8))
-        for slot in np.flatnonzero(self.observations.any(axis=1)):
+        self.features = np.zeros((self.capacity + 1, size), np.float32)
+        for slot in range(self._written()):
             self.features[slot] = encode(self._unpack(np.array([slot]))[0])
 
     def all_observations(self) -> np.ndarray:

@@ -121,7 +121,10 @@ class FastTD:
         if size != self._size:
             self._allocate(size)
         if self.frozen_structured:
-            out = batch.features.t() if batch.features is not None else self._structured_forward(q.structured, states)[1]
+            if batch.features is not None:
+                out = batch.features.t()
+            else:
+                out = self._structured_forward(q.structured, states)[1]
             online_out, next_out = out[:, :size], out[:, size:]
         else:
             online_pre, online_out, inputs = self._structured_forward(q.structured, states[:size])

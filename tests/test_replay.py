@@ -64,7 +64,7 @@ def test_kept_features_are_every_slots_encoding_through_wraparound_episode_ends_
     for step in range(100):
         if step == 12:  # kept from the middle of filling on: the stored frames are encoded at once
             replay.keep_features(encode, 8)
-            assert len(calls) == 1 + 13  # the empty frame's encoding, then each written slot's
+            assert len(calls) == 13  # each written slot's
         next_observation = random_observation(rng, shape)
         done = step % 9 == 8
         before = len(calls)
@@ -84,3 +84,13 @@ def test_kept_features_are_every_slots_encoding_through_wraparound_episode_ends_
     copy.keep_features(encode, 8)
     copy.load_state_dict(replay.state_dict())
     np.testing.assert_array_equal(copy.features, replay.features)
+
+
+def test_kept_features_of_an_empty_frame_in_a_fresh_slot_are_its_encoding():
+    """A slot's bits start at zero: an all-zero first frame must still be encoded."""
+    replay = Replay(capacity=4, observation_shape=(1, 10, 10))
+    replay.keep_features(lambda frame: np.full(3, frame.sum() + 1.0, np.float32), 3)
+    empty, lit = np.zeros((1, 10, 10), bool), np.ones((1, 10, 10), bool)
+    replay.add(empty, 0, 0.0, empty, False)
+    replay.add(empty, 0, 0.0, lit, False)
+    np.testing.assert_array_equal(replay.features[:3, 0], [1.0, 1.0, 101.0])
