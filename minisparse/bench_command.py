@@ -80,7 +80,7 @@ def _names(text: str, valid: tuple[str, ...] | None, what: str) -> tuple[str, ..
                    "so every ratio is to MinAtar's own script.")
 @click.option("--layers", "layer_densities", default=None, metavar="D1,D2,...",
               help="Also time the game's structured layer alone, dense vs sparse, at these densities "
-                   "(per weight mode: a trained layer's update, a frozen one's forward).")
+                   "(per weight mode: a trained layer's update, a frozen one's features of a frame).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the results as JSON here.")
 def bench(game: str, structures: str, weights: str, sparsities: str, backends: str, optimizer: str,
