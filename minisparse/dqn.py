@@ -210,7 +210,8 @@ class Agent:
 
     def execution(self) -> dict[str, Any]:
         """How this run computes (config.json keeps it): the TD update's path, the device, what the replay
-        keeps, and each wired layer's plan as training starts (auto decides the backend again when a mask changes)."""
+        keeps, and each wired layer's plan as training starts (auto decides the backend again when a mask
+        changes)."""
         reason = self.autograd_reason()
         keeps = reason is None and self.engine.plans["structured"].frozen  # FastTD.frozen_features
         return {"update": f"autograd ({reason})" if reason else "hand-derived", "device": str(self.device),
