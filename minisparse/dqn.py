@@ -228,8 +228,7 @@ class Agent:
         return {"fingerprint": self.config.fingerprint(), "seed": self.config.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        # A fresh replay and update, so that features kept for the state replaced are not kept past it.
-        self.replay = Replay(self.config.replay_capacity, self.replay.observation_shape)
+        # A fresh update, so that acting does not share features kept for the state replaced.
         self.td = make_td(self.q, self.target, self.config.gamma, self.engine.plans["structured"])
         self.q.load_state_dict(state["network"])
         self.target.load_state_dict(state["target"])

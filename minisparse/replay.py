@@ -139,5 +139,4 @@ class Replay:
         if added < 0:
             raise ValueError(f"replay count {added} is negative")
         self.added = added
-        if self._encode is not None:
-            self.keep_features(self._encode, self.features.shape[1])
+        self.features = self._encode = None  # kept for the frames replaced: a keeper asks again (keep_features)

@@ -83,6 +83,8 @@ def test_kept_features_are_every_slots_encoding_through_wraparound_episode_ends_
     copy = Replay(30, shape)
     copy.keep_features(encode, 8)
     copy.load_state_dict(replay.state_dict())
+    assert copy.features is None  # they were kept for the frames replaced
+    copy.keep_features(encode, 8)
     np.testing.assert_array_equal(copy.features, replay.features)
 
 
