@@ -156,21 +156,27 @@ def _samples_on(column: Array, on: Array) -> int:  # pragma: no cover - compiled
 def active_columns(x: Array) -> tuple[Array, Array]:  # pragma: no cover - compiled
     """The inputs a batch x (samples, inputs) has on somewhere, found once for the forward product and the
     weight gradient: each input's row in the returned (active, samples) matrix of their values, or -1 for
-    an input that is off in every sample (four in five of breakout's)."""
+    an input that is off in every sample (four in five of breakout's). x is scanned in its own row order and
+    only the active inputs are gathered: transposing the whole batch first took three times as long."""
     samples, inputs = x.shape
-    columns = np.ascontiguousarray(x.T)
     position = np.full(inputs, -1, np.int64)
+    for b in range(samples):
+        for i in range(inputs):
+            if x[b, i] != 0:
+                position[i] = 0
     count = 0
     for i in range(inputs):
-        for b in range(samples):
-            if columns[i, b] != 0:
-                position[i] = count
-                count += 1
-                break
-    active = np.empty((count, samples), np.float32)
+        if position[i] == 0:
+            position[i] = count
+            count += 1
+    on = np.empty(count, np.int64)
     for i in range(inputs):
         if position[i] >= 0:
-            active[position[i]] = columns[i]
+            on[position[i]] = i
+    active = np.empty((count, samples), np.float32)
+    for b in range(samples):
+        for j in range(count):
+            active[j, b] = x[b, on[j]]
     return position, active
 
 
@@ -217,18 +223,6 @@ def gather_present(products: Array, position: Array, column_starts: Array, rows:
             products_of_input = products[j]
             for c in range(column_starts[i], column_starts[i + 1]):
                 grad[c] = products_of_input[rows[c]]
-
-
-@numba.njit(cache=True, nogil=True)
-def active_spans(position: Array, column_starts: Array) -> Array:  # pragma: no cover - compiled
-    """The [start, stop) ranges of the present connections (input-major) of the inputs that are on (position >= 0)."""
-    spans = np.empty((position.size, 2), np.int64)
-    count = 0
-    for i in range(position.size):
-        if position[i] >= 0 and column_starts[i + 1] > column_starts[i]:
-            spans[count, 0], spans[count, 1] = column_starts[i], column_starts[i + 1]
-            count += 1
-    return spans[:count]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -5,7 +5,8 @@ them with no extra code. Only the sparsity engine changes a mask or the weights 
 
 A masked layer runs on one of two backends (the engine sets it): masked dense matrices, or torch's
 sparse CSR kernels over the present connections only. Both keep the dense `weight` as the one
-source of truth, so checkpoints, the engine and the optimizer's state do not depend on it.
+source of truth, so checkpoints, the engine and the optimizer's state do not depend on it (a weight
+trained on the compact path is brought up to date whenever it is read: `MaskedLinear.sync_weight`).
 """
 from __future__ import annotations
 
@@ -71,12 +72,47 @@ class MaskedLinear(nn.Module):
         self._present_key: tuple | None = None
         self._gated: torch.Tensor | None = None
         self._gated_key: tuple | None = None
+        self._behind: tuple | None = None  # the present values `weight` lags behind (sync_weight)
+        self.register_state_dict_pre_hook(_sync_before_saving)
 
     def __getstate__(self) -> dict:
-        """Copies and pickles leave the caches behind (they are remade on first use; a CSR tensor cannot be
-        deep-copied)."""
+        """Copies and pickles hold the weight brought up to date and leave the caches behind (they are remade
+        on first use; a CSR tensor cannot be deep-copied)."""
+        self.sync_weight()
         caches = ("_connections", "_connections_key", "_present", "_present_key", "_gated", "_gated_key")
         return {**super().__getstate__(), **dict.fromkeys(caches)}
+
+    def __getattr__(self, name: str):
+        """Reading `weight` brings it up to date first (`sync_weight`), so its readers see the trained weight."""
+        if name == "weight":
+            self.sync_weight()
+        return super().__getattr__(name)
+
+    def named_parameters(self, *args, **kwargs):
+        self.sync_weight()
+        return super().named_parameters(*args, **kwargs)
+
+    def sync_weight(self) -> None:
+        """Write the present values a compact optimizer stepped (`present`) into the dense weight, unless the
+        weight has since changed through torch (a load, the engine), which supersedes them. The optimizer steps
+        those values alone: writing each step's moved entries (15-55k of them in a 0.4-2.4 MB weight, one cache
+        miss each) back into the weight cost as much as the step, while the weight is read only by target syncs,
+        checkpoints, diagnostics and the engine's connectivity updates. Reading it (as `weight`, through
+        state_dict, named_parameters or parameters of the layer or of a QNetwork, or copying the layer) brings
+        it up to date; a reference to the weight kept from before a step may lag behind."""
+        behind = self.__dict__.get("_behind")
+        if behind is None:
+            return
+        self._behind = None
+        flat, values, key = behind
+        weight = self._parameters["weight"]
+        if change_key(weight) == key:
+            kernels.scatter(weight.detach().view(-1).numpy(), flat.numpy(), values.detach().numpy())
+
+    @property
+    def _weight(self) -> nn.Parameter:
+        """`weight` as it is: the products of the sparse backend read the present values instead."""
+        return self._parameters["weight"]
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
@@ -113,7 +149,7 @@ class MaskedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "sparse" and self.score is None:
-            return _SparseLinear.apply(x, self.weight, self.bias, self.present_weights(), self.connections(),
+            return _SparseLinear.apply(x, self._weight, self.bias, self.present_weights(), self.connections(),
                                        self.gradient_mode())
         return F.linear(x, self.effective_weight(), self.bias)
 
@@ -131,9 +167,9 @@ class MaskedLinear(nn.Module):
         if self.backend == "sparse":
             connections, mode = self.connections(), self.gradient_mode()
             if mode == "compact" and inputs.active is not None:
-                self.weight.grad = connections.rewrite_gradient(grad_out, inputs)
+                self._weight.grad = connections.rewrite_gradient(grad_out, inputs)
             else:
-                self.weight.grad = connections.weight_gradient(grad_out, inputs, mode)
+                self._weight.grad = connections.weight_gradient(grad_out, inputs, mode)
         elif self.score is None:
             self.weight.grad = torch.mm(grad_out, inputs)
         else:
@@ -156,11 +192,12 @@ class MaskedLinear(nn.Module):
         """The weights of the present connections (`Connections.flat` order), kept until the weight changes
         through torch (load_state_dict, the engine, an optimizer's torch step advance its version counter).
         A weight trained on the compact path is stepped here, in this contiguous copy, by the optimizer
-        (optim.CompactOptimizer.compact), which writes what it moves into the weight too; any other trained weight is
-        stepped in place by compiled loops that the version counter does not see, so it is gathered afresh."""
+        (optim.CompactOptimizer.compact; `present`); any other trained weight is stepped in place by compiled
+        loops that the version counter does not see, so it is gathered afresh."""
         flat = self.connections().flat
-        weight = self.weight.detach()
-        if self.weight.requires_grad and not self.compact_gradient:
+        weight = self._weight.detach()
+        if self._weight.requires_grad and not self.compact_gradient:
+            self.sync_weight()  # a layer that has just left the compact path
             return weight.reshape(-1).index_select(0, flat)
         key = (change_key(weight), self._connections_key)
         if self._present_key != key:
@@ -168,12 +205,12 @@ class MaskedLinear(nn.Module):
                 self._present, self._present_key = weight.reshape(-1).index_select(0, flat), key
         return self._present
 
-    def present(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
-        """Flat indices (row * in + column) and weights of the present connections, what a compact optimizer
-        steps, and the spans of them outside which weight.grad is zero, where known (optim's module)."""
-        connections = self.connections()
-        known = self.weight.grad is connections.gradient.tensor
-        return connections.flat, self.present_weights(), connections.gradient.spans if known else None
+    def present(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices (row * in + column) and weights of the present connections: what a compact optimizer
+        steps in place. The dense weight lags behind them until it is read (`sync_weight`)."""
+        flat, values = self.connections().flat, self.present_weights()
+        self._behind = (flat, values, change_key(self._weight))
+        return flat, values
 
     def gradient_is_masked(self) -> bool:
         """Whether weight.grad is zero off the mask by construction: the sparse backend's own gradients
@@ -201,6 +238,17 @@ class MaskedLinear(nn.Module):
     def extra_repr(self) -> str:
         density = self.mask.float().mean().item()
         return f"in={self.in_features}, out={self.out_features}, density={density:.4f}, scored={self.score is not None}"
+
+
+def sync_weights(module: nn.Module) -> None:
+    """Bring the dense weights of `module`'s masked layers up to date (MaskedLinear.sync_weight)."""
+    for layer in module.modules():
+        if isinstance(layer, MaskedLinear):
+            layer.sync_weight()
+
+
+def _sync_before_saving(layer: MaskedLinear, prefix: str, keep_vars: bool) -> None:
+    layer.sync_weight()
 
 
 def uniform(shape: torch.Size, bound: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -342,10 +390,9 @@ class Inputs:
 class CompactGradient:
     """A sparse tensor of the present connections whose values the fast update rewrites at every step, so that
     the optimizer is handed the same gradient tensor each time (it keeps its views of it) and none is built per
-    step; and the spans of its values outside which the last step's gradient is zero."""
+    step."""
 
     tensor: torch.Tensor
-    spans: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -388,14 +435,12 @@ class Connections:
         return CompactGradient(self._gradient_tensor())
 
     def rewrite_gradient(self, grad_out: torch.Tensor, inputs: Inputs) -> torch.Tensor:
-        """dL/dW at the present connections, written into `gradient` (a CPU batch): its tensor, and the spans
-        of the connections of the inputs that were on, outside which it is zero. A tensor emptied or grown in
-        place since (zero_grad without set_to_none, autograd accumulating into it) is replaced."""
+        """dL/dW at the present connections, written into `gradient`'s tensor (a CPU batch). A tensor emptied
+        or grown in place since (zero_grad without set_to_none, autograd accumulating into it) is replaced."""
         gradient = self.gradient
         if gradient.tensor._nnz() != self.flat.shape[0]:
             gradient.tensor = self._gradient_tensor()
         self.present_gradient(grad_out, inputs, gradient.tensor._values())
-        gradient.spans = kernels.active_spans(inputs.position, self.input_major[0])
         return gradient.tensor
 
     def _gradient_tensor(self) -> torch.Tensor:

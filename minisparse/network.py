@@ -7,7 +7,7 @@ from torch import nn
 
 from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS
-from minisparse.layers import layer_capacity, uniform
+from minisparse.layers import layer_capacity, sync_weights, uniform
 from minisparse.structure import LayerSpec, Structure, make_structure
 
 CONV_FAN_IN_PER_CHANNEL = 9  # a 3x3 receptive field
@@ -24,6 +24,11 @@ class QNetwork(nn.Module):
         x = observations.flatten(1).float()
         x = self.activate(self.structured(x))
         return self.head(self.activate(self.hidden(x)))
+
+    def named_parameters(self, *args, **kwargs):
+        """The parameters, masked layers' weights brought up to date (MaskedLinear.sync_weight)."""
+        sync_weights(self)
+        return super().named_parameters(*args, **kwargs)
 
     def activate(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation == "leaky_relu":

@@ -7,18 +7,15 @@ entry once with torch's float32 arithmetic, so results agree with torch's to rou
 state is torch's: checkpoints load in either optimizer.
 
 A parameter registered in `compact` (a sparse-backend layer's weight) is stepped over its present
-connections only: its callable returns their flat indices and their values, a contiguous tensor
-that the layer multiplies by (MaskedLinear.present_weights), and where known the spans of those
-values outside which this step's gradient is zero (the connections of the inputs the batch had on);
-each value the step moves is also written to its place in the parameter, so the dense weight stays
-current (RMSprop moves an entry only where its gradient is nonzero: it writes within the spans).
-Its gradient is dense or a sparse tensor of exactly those entries in that order (`Connections.compact`),
-and its state is kept in that order too: stepping contiguous vectors instead of dense ones (or scattered
-entries of them) was most of the sparse backend's optimizer cost. The engine registers one only while absent
-connections have zero gradient, weight and state, which a dense step leaves as they are, so the
-results are a dense step's. When the connections change, their state follows them (kept ones keep
-it, new ones start at zero). `state_dict` holds every state as torch's dense tensors, so checkpoints
-load on either backend.
+connections only: its callable returns their flat indices and their values, a contiguous tensor that
+the layer multiplies by (MaskedLinear.present_weights) and writes into the dense weight when that is
+read (MaskedLinear.sync_weight). Its gradient is dense or a sparse tensor of exactly those entries in
+that order (`Connections.compact`), and its state is kept in that order too: stepping contiguous
+vectors instead of dense ones (or scattered entries of them) was most of the sparse backend's
+optimizer cost. The engine registers one only while absent connections have zero gradient, weight
+and state, which a dense step leaves as they are, so the results are a dense step's. When the
+connections change, their state follows them (kept ones keep it, new ones start at zero).
+`state_dict` holds every state as torch's dense tensors, so checkpoints load on either backend.
 """
 from __future__ import annotations
 
@@ -50,7 +47,7 @@ class CompactOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: list[torch.nn.Parameter], defaults: dict):
         super().__init__(params, defaults)
-        self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor, np.ndarray | None]]] = {}
+        self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
         self._layout: dict[torch.Tensor, torch.Tensor] = {}   # compact state's flat indices, per parameter
         self._views: dict[torch.Tensor, tuple] = {}
         self._step_views: dict[torch.Tensor, tuple] = {}
@@ -58,10 +55,8 @@ class CompactOptimizer(torch.optim.Optimizer):
     def moments(self, group: dict) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def update(self, value: np.ndarray, grad: np.ndarray, state: tuple[np.ndarray, ...], group: dict,
-               weight: np.ndarray | None, index: np.ndarray | None, spans: np.ndarray | None) -> None:
-        """Step `value` by `grad`; `state` holds numpy views of the step count and the moments; with `index`,
-        write each entry that moves to weight[index[i]] as well (`spans`: see the module)."""
+    def update(self, value: np.ndarray, grad: np.ndarray, state: tuple[np.ndarray, ...], group: dict) -> None:
+        """Step `value` by `grad`; `state` holds numpy views of the step count and the moments."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -69,22 +64,24 @@ class CompactOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    value, grad, weight, index, spans = self._arrays(p)
-                    self.update(value, grad, self._state_views(p, group), group, weight, index, spans)
+                    self.update(*self._arrays(p), self._state_views(p, group), group)
 
-    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray | None, ...]:
-        """numpy views of what p's step reads and writes: the values stepped, the gradient, and for a compact
-        step the parameter, the flat indices of those values in it and the gradient's spans. The views are
+    # torch wraps an optimizer's step in a profiler range and its step hooks, unless marked as done: that
+    # cost 30 us a step (2% of a frame), and nothing here registers step hooks.
+    step.hooked = True
+
+    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """numpy views of what p's step reads and writes: the values stepped (p, or a compact step's present
+        values) and the gradient (in the same order). The views are
         made again only when a tensor behind them, or its storage, is replaced (the fast update hands most
         gradients in the same tensors every time, and a compact layer its values until its connections
         change): making them costs microseconds per tensor, and a frame steps a handful."""
-        spans = None
         if p in self.compact:
-            index, value, spans = self.compact[p]()
+            index, value = self.compact[p]()
             self._arrange(p, index)
             if not p.grad.is_sparse:  # a dense gradient (the engine's connectivity-update steps), gathered afresh
-                return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index)), _flat(p), index.numpy(), None
-            sources, storage = (p.grad, index, value), (p.data_ptr(), p.grad._values().data_ptr())
+                return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index))
+            sources, storage = (p.grad, value), (p.data_ptr(), p.grad._values().data_ptr())
         else:
             self._arrange(p, None)
             sources, storage = (p.grad,), (p.data_ptr(), p.grad.data_ptr())
@@ -92,7 +89,7 @@ class CompactOptimizer(torch.optim.Optimizer):
         if made is None or made[1] != storage or len(made[0]) != len(sources) \
                 or any(kept is not now for kept, now in zip(made[0], sources)):
             made = self._step_views[p] = (sources, storage, _step_views(p, *sources))
-        return (*made[2], spans)
+        return made[2]
 
     def state_dict(self) -> dict:
         """torch's state: compact state is saved as the dense tensors it stands for."""
@@ -150,12 +147,10 @@ class RMSprop(CompactOptimizer):
     def moments(self, group: dict) -> tuple[str, ...]:
         return ("square_avg", "grad_avg") if group["centered"] else ("square_avg",)
 
-    def update(self, value, grad, state, group, weight, index, spans) -> None:
+    def update(self, value, grad, state, group) -> None:
         count, square_avg, *grad_avg = state
         _rmsprop_step(value, grad, square_avg, grad_avg[0] if grad_avg else None, count,
                       group["lr"], group["alpha"], group["eps"])
-        if index is not None:
-            _write_back(weight, index, value, grad, _everything(index) if spans is None else spans)
 
 
 class Adam(CompactOptimizer):
@@ -167,7 +162,7 @@ class Adam(CompactOptimizer):
     def moments(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def update(self, value, grad, state, group, weight, index, spans) -> None:
+    def update(self, value, grad, state, group) -> None:
         count, exp_avg, exp_avg_sq = state
         count[0] += 1
         beta1, beta2 = group["betas"]
@@ -175,8 +170,6 @@ class Adam(CompactOptimizer):
         correction2_root = (1 - beta2 ** float(count[0])) ** 0.5
         _adam_step(value, grad, exp_avg, exp_avg_sq, 1 - beta1, beta2, 1 - beta2, step_size, correction2_root,
                    group["eps"])
-        if index is not None:
-            _write_back(weight, index, value, exp_avg, _everything(index))  # moments move entries outside the spans
 
 
 def _flat(tensor: torch.Tensor) -> np.ndarray:
@@ -184,13 +177,12 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().view(-1).numpy()
 
 
-def _step_views(p: torch.Tensor, grad: torch.Tensor, index: torch.Tensor | None = None, value: torch.Tensor | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """What `_arrays` returns: a dense step's views of p and its gradient, or a compact step's of the values,
-    the sparse gradient's values (in the same order), p and the values' flat indices in p."""
-    if index is None:
-        return _flat(p), _flat(grad), None, None
-    return _flat(value), _flat(grad._values()), _flat(p), index.numpy()
+def _step_views(p: torch.Tensor, grad: torch.Tensor, value: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What `_arrays` returns: a dense step's views of p and its gradient, or a compact step's of the values
+    and the sparse gradient's values (in the same order)."""
+    if value is None:
+        return _flat(p), _flat(grad)
+    return _flat(value), _flat(grad._values())
 
 
 def _scatter(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -235,21 +227,3 @@ def _adam_step(value, grad, exp_avg, exp_avg_sq, one_minus_beta1, beta2, one_min
         exp_avg[i] = m
         exp_avg_sq[i] = v
         value[i] = value[i] - step_size * (m / (np.sqrt(v) / correction2_root + eps))
-
-
-def _everything(index: np.ndarray) -> np.ndarray:
-    """One span over all of `index`: where the write-back looks when nothing narrower is known."""
-    return np.array([[0, index.size]])
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_back(weight, index, value, moved, spans):  # pragma: no cover - compiled
-    """weight[index[i]] = value[i] where moved[i] != 0, for i in the [start, stop) rows of `spans`: a compact
-    step moves an entry only where its gradient (RMSprop) or first moment (Adam) is nonzero, and most of a
-    sparse layer's inputs are off in a whole batch (visiting only the spans of those that are on halved
-    this pass on breakout's and space_invaders' batches). A pass of its own, so that the step's loop stays
-    vector code."""
-    for span in range(spans.shape[0]):
-        for i in range(spans[span, 0], spans[span, 1]):
-            if moved[i] != 0:
-                weight[index[i]] = value[i]

@@ -131,7 +131,7 @@ class SparsityEngine:
             if self.wants_dense_gradient(name):
                 self._signals[name] = _signals(layer)
             mask = self._float_mask(layer)
-            if mask is not None and layer.weight.grad is not None and not layer.gradient_is_masked():
+            if mask is not None and not layer.gradient_is_masked() and layer.weight.grad is not None:
                 layer.weight.grad.mul_(mask)
 
     @torch.no_grad()
@@ -147,7 +147,7 @@ class SparsityEngine:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,
                                 strength * self.optimizer.param_groups[0]["lr"])
             mask = self._float_mask(layer)
-            if mask is not None and layer.weight.requires_grad and layer.score is None and not self.mask_optimizer_state:
+            if not self.mask_optimizer_state and mask is not None and layer.weight.requires_grad and layer.score is None:
                 layer.weight.mul_(mask)
             signals = self._signals.pop(name, None)
             if signals is not None:
