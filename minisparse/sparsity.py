@@ -58,8 +58,8 @@ class SparsityEngine:
                 if name != "score":
                     parameter.requires_grad_(False)
         self.plans: dict[str, LayerPlan] = {}
+        self._hooked: dict[str, MaskedLinear] = {}
         self._plan()
-        self._changing = {name: layer for name, layer in self._layers.items() if not self.plans[name].frozen}
 
     def layers(self) -> dict[str, MaskedLinear]:
         """The masked layers this engine manages (a shared conv has no mask to manage)."""
@@ -101,6 +101,16 @@ class SparsityEngine:
                 compact[layer.weight] = layer.present
             elif compact is not None:
                 compact.pop(layer.weight, None)
+        self._hooked = {name: layer for name, layer in self._layers.items() if self._hooks_act_on(name, layer)}
+
+    def _hooks_act_on(self, name: str, layer: MaskedLinear) -> bool:
+        """Whether the per-update hooks can do anything to the layer: change its connections, penalize it, or
+        mask its gradient or weights. A frozen layer needs none of them, nor does a static layer whose gradient
+        is masked by construction and whose optimizer state is masked (they cost 2-3% of its frame)."""
+        structure = self.structures[name]
+        penalized = type(structure).l1_strength is not Structure.l1_strength
+        return not self.plans[name].frozen and (structure.learns_connectivity or penalized
+                                                or not layer.gradient_is_masked() or not self.mask_optimizer_state)
 
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""
@@ -121,13 +131,13 @@ class SparsityEngine:
 
     def before_backward(self) -> None:
         """Ask sparse-backend layers for the dense gradient on the steps that read it. These hooks skip
-        frozen layers: they get no gradient and never change."""
-        for name, layer in self._changing.items():
+        the layers they cannot act on (`_hooks_act_on`)."""
+        for name, layer in self._hooked.items():
             layer.dense_gradient = self.wants_dense_gradient(name)
 
     def before_step(self) -> None:
         """Record what connectivity updates need, then keep absent connections' gradients at zero."""
-        for name, layer in self._changing.items():
+        for name, layer in self._hooked.items():
             if self.wants_dense_gradient(name):
                 self._signals[name] = _signals(layer)
             mask = self._float_mask(layer)
@@ -141,7 +151,7 @@ class SparsityEngine:
         keep their values so that their scores still get a gradient (edge-popup). With the optimizer's
         state masked, a step cannot move an absent weight (its gradient and state are zero, and no
         optimizer here decays weights), so re-masking would change nothing and is skipped."""
-        for name, layer in self._changing.items():
+        for name, layer in self._hooked.items():
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
             if strength > 0:
                 _soft_threshold(layer.weight if layer.score is None else layer.score,

@@ -11,6 +11,7 @@ from minisparse.layers import MaskedLinear
 from minisparse.network import build_network, layer_specs
 from minisparse.sparsity import SparsityEngine
 from minisparse.structure import make_structure
+from minisparse.structures.random import Random
 
 
 def network_and_engine(structure="random", weights="learned", optimizer="rmsprop", **config):
@@ -101,6 +102,40 @@ def test_masked_weights_and_their_optimizer_state_stay_exactly_zero(optimizer):
     assert len(moments) == 2
     for moment in moments:  # absent connections' gradients were zero before every step
         assert moment[~layer.mask].abs().max() == 0 and moment[layer.mask].abs().max() > 0
+
+
+class PenalizedRandom(Random):
+    """Static connectivity with an L1 penalty: a plug-in that changes no connection but shrinks weights."""
+
+    def l1_strength(self, step, spec):
+        return 1e4  # a proximal step of lr * 1e4 (over 1) zeroes every weight
+
+
+@pytest.mark.parametrize("structure, backend, hooked", [
+    ("random", "sparse", False),  # gradient masked by construction, optimizer state masked
+    ("random", "dense", True),    # its dense gradient is masked by the hooks
+    ("set", "sparse", True),      # connections change
+    ("penalized", "sparse", True),
+])
+def test_per_update_hooks_skip_only_the_layers_they_cannot_act_on(structure, backend, hooked):
+    """The engine's per-update hooks leave out a static layer they have nothing to do for, and keep every
+    layer they act on: its weights still follow the mask, and a static structure's L1 penalty still applies."""
+    config = Config(structure="random" if structure == "penalized" else structure, backend=backend,
+                    sparsity=0.9 if structure == "set" else None).validate()
+    s = PenalizedRandom() if structure == "penalized" else make_structure(config.structure, config.structure_options)
+    net = build_network(config, s, torch.Generator().manual_seed(config.seed))
+    engine = SparsityEngine(net, s, layer_specs(config), seed=0, backend=backend)
+    opt = make_optimizer(config, engine.trainable_parameters())
+    engine.attach(opt)
+    assert ("structured" in engine._hooked) == hooked
+    penalized = structure == "penalized"
+    train_steps(net, engine, opt, steps=5)
+    layer = net.structured
+    assert layer.weight[~layer.mask].abs().max() == 0
+    if penalized:
+        assert layer.weight.abs().max() == 0
+    else:
+        assert layer.weight[layer.mask].abs().max() > 0
 
 
 @pytest.mark.parametrize("structure", ["random", "conv", "dense"])
