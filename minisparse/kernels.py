@@ -128,6 +128,16 @@ def greedy_action(features: Array, hidden_weight: Array, hidden_bias: Array, hea
 
 
 @numba.njit(cache=True, nogil=True)
+def soft_threshold(values: Array, threshold: float) -> None:  # pragma: no cover - compiled
+    """values = softshrink(values, threshold) in place, in float32 as torch computes it (within the threshold
+    v * 0, which keeps NaN; torch's zeros there may have the other sign)."""
+    t = np.float32(threshold)
+    for i in range(values.size):
+        v = values[i]
+        values[i] = v - t if v > t else (v + t if v < -t else v * np.float32(0.0))
+
+
+@numba.njit(cache=True, nogil=True)
 def scatter(destination: Array, index: Array, values: Array) -> None:  # pragma: no cover - compiled
     """destination[index[k]] = values[k]."""
     for k in range(index.size):

@@ -14,6 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -83,13 +84,13 @@ class MaskedLinear(nn.Module):
         caches = ("_connections", "_connections_key", "_present", "_present_key", "_gated", "_gated_key")
         return {**super().__getstate__(), **dict.fromkeys(caches), "_grads": {}}
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
         """Reading `weight` brings it up to date first (`sync_weight`), so its readers see the trained weight."""
         if name == "weight":
             self.sync_weight()
         return super().__getattr__(name)
 
-    def named_parameters(self, *args, **kwargs):
+    def named_parameters(self, *args, **kwargs) -> Iterator[tuple[str, nn.Parameter]]:
         self.sync_weight()
         return super().named_parameters(*args, **kwargs)
 

@@ -1,6 +1,8 @@
 """The Q-network: (C,10,10) -> structured layer (1024 units) -> act -> dense 128 -> act -> head."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +27,7 @@ class QNetwork(nn.Module):
         x = self.activate(self.structured(x))
         return self.head(self.activate(self.hidden(x)))
 
-    def named_parameters(self, *args, **kwargs):
+    def named_parameters(self, *args, **kwargs) -> Iterator[tuple[str, nn.Parameter]]:
         """The parameters, masked layers' weights brought up to date (MaskedLinear.sync_weight)."""
         sync_weights(self)
         return super().named_parameters(*args, **kwargs)

@@ -72,10 +72,10 @@ class CompactOptimizer(torch.optim.Optimizer):
 
     def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """numpy views of what p's step reads and writes: the values stepped (p, or a compact step's present
-        values) and the gradient (in the same order). The views are
-        made again only when a tensor behind them, or its storage, is replaced (the fast update hands most
-        gradients in the same tensors every time, and a compact layer its values until its connections
-        change): making them costs microseconds per tensor, and a frame steps a handful."""
+        values) and the gradient (in the same order). The views are made again only when a tensor behind
+        them, or its storage, is replaced (the fast update hands most gradients in the same tensors every
+        time, and a compact layer its values until its connections change): making them costs microseconds
+        per tensor, and a frame steps a handful."""
         if p in self.compact:
             index, value = self.compact[p]()
             self._arrange(p, index)

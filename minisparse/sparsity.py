@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from minisparse import kernels
 from minisparse.layers import MaskedLinear, backend_for, change_key
 from minisparse.network import layer_structures
 from minisparse.structure import LayerSpec, Signals, Structure
@@ -227,14 +228,20 @@ class SparsityEngine:
 
 
 def _soft_threshold(values: torch.Tensor, threshold: float) -> None:
-    """The proximal step of an L1 penalty: shrink every value towards zero by `threshold` (softshrink:
-    one pass, where sign(v) * max(|v| - threshold, 0) took four).
+    """The proximal step of an L1 penalty: shrink every value towards zero by `threshold` (softshrink's
+    arithmetic; on a CPU one compiled pass in place, where softshrink and copying back took 470 us a step
+    for space_invaders' 614k scores, an eighth of an l1/fixed frame; the version counter is advanced as
+    torch's in-place operations do, so values cached from the tensor are remade).
 
     Unlike an L1 term in the loss, it reaches exact zeros and never feeds a constant gradient
     to centered RMSprop, whose sqrt(E[g^2] - E[g]^2) turns NaN when the gradient is constant
     (as it is for inputs that are never active).
     """
-    values.copy_(torch.nn.functional.softshrink(values, threshold))
+    if values.device.type == "cpu" and values.is_contiguous():
+        kernels.soft_threshold(values.detach().view(-1).numpy(), threshold)
+        torch.autograd.graph.increment_version(values)
+    else:
+        values.copy_(torch.nn.functional.softshrink(values, threshold))
 
 
 def _signals(layer: MaskedLinear) -> Signals:

@@ -250,3 +250,18 @@ def test_the_gate_hands_scores_edge_popups_straight_through_gradient_and_follows
         assert torch.equal(layer.score.grad, score.grad) and torch.equal(layer.weight.grad, weight.grad)
         with torch.no_grad():
             layer.mask.copy_(torch.roll(layer.mask, 1, dims=1))  # a connectivity update: the next step sees it
+
+
+def test_l1_proximal_step_is_softshrink_bit_for_bit_and_remakes_cached_values():
+    """The compiled in-place soft threshold gives torch's softshrink's values exactly (at, around and beyond
+    the threshold, zeros, NaN and infinities; a zero's sign may differ), and advances the version counter
+    that cached values (a sparse-backend layer's present weights) are keyed by."""
+    from minisparse.sparsity import _soft_threshold
+    threshold = 0.0625
+    values = torch.cat((torch.randn(5000) * 0.1, torch.tensor(
+        [threshold, -threshold, threshold * (1 + 2 ** -23), 0.0, -0.0, float("nan"), float("inf"), -float("inf")])))
+    expected = torch.nn.functional.softshrink(values, threshold)
+    version = values._version
+    _soft_threshold(values, threshold)
+    assert values._version > version
+    torch.testing.assert_close(values, expected, rtol=0, atol=0, equal_nan=True)

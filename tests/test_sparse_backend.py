@@ -1,4 +1,6 @@
 """The sparse backend computes what masked dense matrices compute, and keeps the engine's invariants."""
+import copy
+
 import pytest
 import torch
 
@@ -249,6 +251,8 @@ def test_one_rewritten_gradient_and_a_weight_synced_when_read_step_as_fresh_grad
             optimizer.step()
         synced = twin.weight.clone()
         assert fast._behind is not None and not torch.equal(fast._weight, synced)
+        if step % 4 == 1:
+            assert torch.equal(copy.deepcopy(fast)._weight, synced) and fast._behind is None
         if step % 4 == 3:
             assert torch.equal(fast.weight, synced) and fast._behind is None
         assert torch.equal(fast.present_weights(), twin.present_weights())
