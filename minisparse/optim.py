@@ -81,7 +81,7 @@ class CompactOptimizer(torch.optim.Optimizer):
             self._arrange(p, index)
             if not p.grad.is_sparse:  # a dense gradient (the engine's connectivity-update steps), gathered afresh
                 return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index))
-            sources, storage = (p.grad, value), (p.data_ptr(), p.grad._values().data_ptr())
+            sources, storage = (p.grad, value), (value.data_ptr(), p.grad._values().data_ptr())
         else:
             self._arrange(p, None)
             sources, storage = (p.grad,), (p.data_ptr(), p.grad.data_ptr())
