@@ -4,9 +4,9 @@ Masks are buffers, so state_dict, checkpoints, deep copies and target-network sy
 them with no extra code. Only the sparsity engine changes a mask or the weights it hides.
 
 A masked layer runs on one of two backends (the engine sets it): masked dense matrices, or torch's
-sparse CSR kernels over the present connections only. Both keep the dense `weight` as the one
-source of truth, so checkpoints, the engine and the optimizer's state do not depend on it (a weight
-trained on the compact path is brought up to date whenever it is read: `MaskedLinear.sync_weight`).
+sparse CSR kernels over the present connections only. Both keep the dense `weight` (and `score`) as the
+one source of truth, so checkpoints, the engine and the optimizer's state do not depend on it (values
+trained on the compact path are brought up to date whenever they are read: `MaskedLinear.sync`).
 """
 from __future__ import annotations
 
@@ -48,9 +48,11 @@ class MaskedLinear(nn.Module):
     matrix product and `weight.grad` is the dense gradient (what RigL grows by).
     With scores (connectivity learned through gates) the effective weight is
     weight * mask, and the straight-through term hands the gate gradient to the scores.
-    On the sparse backend (layers without scores) only the present connections are multiplied;
-    `weight.grad` is then zero off the mask unless `dense_gradient` asks for the dense one, or
-    a sparse tensor holding the present connections only when `compact_gradient` asks for that.
+    On the sparse backend only the present connections are multiplied; the gradient of what trains
+    (the weight, or with fixed weights the scores) is then zero off the mask unless `dense_gradient`
+    asks for the dense one, or a sparse tensor holding the present connections only when
+    `compact_gradient` asks for that. A scored layer runs there only for structures whose dropped
+    connections never return (pruning): their scores off the mask are never read again.
     """
 
     def __init__(self, mask: torch.Tensor, scored: bool = False):
@@ -69,52 +71,57 @@ class MaskedLinear(nn.Module):
         self.compact_gradient = False
         self._connections: Connections | None = None
         self._connections_key: tuple[int, int] | None = None
-        self._present: torch.Tensor | None = None
-        self._present_key: tuple | None = None
+        self._present: dict[str, tuple[tuple, torch.Tensor]] = {}  # gathered present values, by parameter
         self._gated: torch.Tensor | None = None
         self._gated_key: tuple | None = None
-        self._behind: tuple | None = None  # the present values `weight` lags behind (sync_weight)
+        self._behind: tuple | None = None  # the present values a parameter lags behind (`sync`)
         self._grads: dict[str, torch.Tensor] = {}
         self.register_state_dict_pre_hook(_sync_before_saving)
 
     def __getstate__(self) -> dict:
-        """Copies and pickles hold the weight brought up to date and leave the caches behind (they are remade
-        on first use; a CSR tensor cannot be deep-copied)."""
-        self.sync_weight()
-        caches = ("_connections", "_connections_key", "_present", "_present_key", "_gated", "_gated_key")
-        return {**super().__getstate__(), **dict.fromkeys(caches), "_grads": {}}
+        """Copies and pickles hold the parameters brought up to date and leave the caches behind (they are
+        remade on first use; a CSR tensor cannot be deep-copied)."""
+        self.sync()
+        caches = ("_connections", "_connections_key", "_gated", "_gated_key")
+        return {**super().__getstate__(), **dict.fromkeys(caches), "_present": {}, "_grads": {}}
 
     def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
-        """Reading `weight` brings it up to date first (`sync_weight`), so its readers see the trained weight."""
-        if name == "weight":
-            self.sync_weight()
+        """Reading `weight` or `score` brings it up to date first (`sync`), so its readers see the trained values."""
+        if name in ("weight", "score"):
+            self.sync()
         return super().__getattr__(name)
 
     def named_parameters(self, *args, **kwargs) -> Iterator[tuple[str, nn.Parameter]]:
-        self.sync_weight()
+        self.sync()
         return super().named_parameters(*args, **kwargs)
 
-    def sync_weight(self) -> None:
-        """Write the present values a compact optimizer stepped (`present`) into the dense weight, unless the
-        weight has since changed through torch (a load, the engine), which supersedes them. The optimizer steps
-        those values alone: writing each step's moved entries (15-55k of them in a 0.4-2.4 MB weight, one cache
-        miss each) back into the weight cost as much as the step, while the weight is read only by target syncs,
-        checkpoints, diagnostics and the engine's connectivity updates. Reading it (as `weight`, through
-        state_dict, named_parameters or parameters of the layer or of a QNetwork, or copying the layer) brings
-        it up to date; a reference to the weight kept from before a step may lag behind."""
+    def sync(self) -> None:
+        """Write the present values a compact optimizer stepped (`present`) into the dense parameter, unless it
+        has since changed through torch (a load, the engine), which supersedes them. The optimizer steps those
+        values alone: writing each step's moved entries (15-55k of them in a 0.4-2.4 MB weight, one cache miss
+        each) back into the parameter cost as much as the step, while it is read only by target syncs,
+        checkpoints, diagnostics and the engine's connectivity updates. Reading it (as `weight` or `score`,
+        through state_dict, named_parameters or parameters of the layer or of a QNetwork, or copying the layer)
+        brings it up to date; a reference to the parameter kept from before a step may lag behind."""
         behind = self.__dict__.get("_behind")
         if behind is None:
             return
         self._behind = None
-        flat, values, key = behind
-        weight = self._parameters["weight"]
-        if change_key(weight) == key:
-            kernels.scatter(weight.detach().view(-1).numpy(), flat.numpy(), values.detach().numpy())
+        name, flat, values, key = behind
+        parameter = self._parameters[name]
+        if change_key(parameter) == key:
+            kernels.scatter(parameter.detach().view(-1).numpy(), flat.numpy(), values.detach().numpy())
 
     @property
     def _weight(self) -> nn.Parameter:
         """`weight` as it is: the products of the sparse backend read the present values instead."""
         return self._parameters["weight"]
+
+    @property
+    def _trained(self) -> str:
+        """The parameter whose present values a compact optimizer steps: the scores of a scored layer (it runs
+        on the sparse backend with fixed weights only), else the weight."""
+        return "weight" if self._parameters.get("score") is None else "score"
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
@@ -164,14 +171,20 @@ class MaskedLinear(nn.Module):
 
     def feature_major_gradients(self, grad_out: torch.Tensor, inputs: torch.Tensor | Inputs) -> None:
         """.grad of what trains (weight, as `gradient_mode` asks; scores, through the gate as
-        `_StraightThroughGate` hands it; bias) from dL/d pre-activations (units, batch). A compact weight
+        `_StraightThroughGate` hands it; bias) from dL/d pre-activations (units, batch). A compact
         gradient on a CPU is the same tensor every update, rewritten in place (`Connections.rewrite_gradient`)."""
         if self.backend == "sparse":
             connections, mode = self.connections(), self.gradient_mode()
             if mode == "compact" and inputs.active is not None:
-                self._weight.grad = connections.rewrite_gradient(grad_out, inputs)
+                grad = connections.rewrite_gradient(grad_out, inputs)
             else:
-                self._weight.grad = connections.weight_gradient(grad_out, inputs, mode)
+                grad = connections.weight_gradient(grad_out, inputs, mode)
+            if self.score is not None:  # the gate's gradient to the scores: weight * dL/dW (fixed weights)
+                if grad.is_sparse:
+                    grad._values().mul_(self.present_weights())
+                else:
+                    grad.mul_(self._weight.detach())
+            self._parameters[self._trained].grad = grad
         elif self.score is None:
             self.weight.grad = torch.mm(grad_out, inputs, out=_reused(self._grads, "weight", self.weight))
         else:
@@ -191,33 +204,47 @@ class MaskedLinear(nn.Module):
                                        self.bias.detach().numpy(), slope)
 
     def present_weights(self) -> torch.Tensor:
-        """The weights of the present connections (`Connections.flat` order), kept until the weight changes
-        through torch (load_state_dict, the engine, an optimizer's torch step advance its version counter).
-        A weight trained on the compact path is stepped here, in this contiguous copy, by the optimizer
-        (optim.CompactOptimizer.compact; `present`); any other trained weight is stepped in place by compiled
-        loops that the version counter does not see, so it is gathered afresh."""
+        """The weights of the present connections (`Connections.flat` order): what the products multiply by."""
+        return self.present_values("weight")
+
+    def present_values(self, name: str) -> torch.Tensor:
+        """Parameter `name`'s values at the present connections (`Connections.flat` order), kept until it changes
+        through torch (load_state_dict, the engine, an optimizer's torch step advance its version counter) or
+        the connections change. Values trained on the compact path are stepped here, in this contiguous copy, by
+        the optimizer (optim.CompactOptimizer.compact; `present`); any other trained parameter is stepped in
+        place by compiled loops that the version counter does not see, so it is gathered afresh."""
         flat = self.connections().flat
-        weight = self._weight.detach()
-        if self._weight.requires_grad and not self.compact_gradient:
-            self.sync_weight()  # a layer that has just left the compact path
-            return weight.reshape(-1).index_select(0, flat)
-        key = (change_key(weight), self._connections_key)
-        if self._present_key != key:
+        parameter = self._parameters[name]
+        if parameter.requires_grad and not self.compact_gradient:
+            self.sync()  # a layer that has just left the compact path
+            return parameter.detach().reshape(-1).index_select(0, flat)
+        key = (change_key(parameter), self._connections_key)
+        kept = self._present.get(name)
+        if kept is None or kept[0] != key:
+            self.sync()  # the connections changed: gather from the values last stepped
             with torch.inference_mode(False):  # kept across calls, so never an inference tensor
-                self._present, self._present_key = weight.reshape(-1).index_select(0, flat), key
-        return self._present
+                kept = self._present[name] = (key, parameter.detach().reshape(-1).index_select(0, flat))
+        return kept[1]
 
     def present(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices (row * in + column) and weights of the present connections: what a compact optimizer
-        steps in place. The dense weight lags behind them until it is read (`sync_weight`)."""
-        flat, values = self.connections().flat, self.present_weights()
-        self._behind = (flat, values, change_key(self._weight))
+        """Flat indices (row * in + column) and values of the present connections of what trains (`_trained`):
+        what a compact optimizer steps in place. The dense parameter lags behind them until it is read (`sync`)."""
+        name = self._trained
+        flat, values = self.connections().flat, self.present_values(name)
+        self._behind = (name, flat, values, change_key(self._parameters[name]))
         return flat, values
 
+    def trained_values(self) -> torch.Tensor:
+        """What an optimizer step moves of what trains: on the compact path its present values, else the
+        parameter itself (the engine's proximal L1 step acts on these)."""
+        if self.compact_gradient:
+            return self.present()[1]
+        return self.weight if self.score is None else self.score
+
     def gradient_is_masked(self) -> bool:
-        """Whether weight.grad is zero off the mask by construction: the sparse backend's own gradients
-        (all but the dense one asked for on connectivity updates)."""
-        return self.backend == "sparse" and self.score is None and not self.dense_gradient
+        """Whether the gradient of what trains is zero off the mask by construction: the sparse backend's own
+        gradients (all but the dense one asked for on connectivity updates)."""
+        return self.backend == "sparse" and not self.dense_gradient
 
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
@@ -242,11 +269,11 @@ class MaskedLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, density={density:.4f}, scored={self.score is not None}"
 
 
-def sync_weights(module: nn.Module) -> None:
-    """Bring the dense weights of `module`'s masked layers up to date (MaskedLinear.sync_weight)."""
+def sync_masked_layers(module: nn.Module) -> None:
+    """Bring the dense parameters of `module`'s masked layers up to date (MaskedLinear.sync)."""
     for layer in module.modules():
         if isinstance(layer, MaskedLinear):
-            layer.sync_weight()
+            layer.sync()
 
 
 def _reused(buffers: dict[str, torch.Tensor], name: str, like: torch.Tensor) -> torch.Tensor:
@@ -260,7 +287,7 @@ def _reused(buffers: dict[str, torch.Tensor], name: str, like: torch.Tensor) -> 
 
 
 def _sync_before_saving(layer: MaskedLinear, prefix: str, keep_vars: bool) -> None:
-    layer.sync_weight()
+    layer.sync()
 
 
 def uniform(shape: torch.Size, bound: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -374,7 +401,7 @@ def backend_for(layer: MaskedLinear, requested: str) -> str:
     if layer.mask.device.type != "cpu":
         return "dense"
     density = float(layer.mask.float().mean())
-    trains = layer.weight.requires_grad
+    trains = layer.weight.requires_grad or layer.score is not None
     return "sparse" if density < crossover_density(layer.out_features, layer.in_features, trains) else "dense"
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from minisparse.config import Config, ConfigError
 from minisparse.env import NUM_ACTIONS
-from minisparse.layers import layer_capacity, sync_weights, uniform
+from minisparse.layers import layer_capacity, sync_masked_layers, uniform
 from minisparse.structure import LayerSpec, Structure, make_structure
 
 CONV_FAN_IN_PER_CHANNEL = 9  # a 3x3 receptive field
@@ -28,8 +28,8 @@ class QNetwork(nn.Module):
         return self.head(self.activate(self.hidden(x)))
 
     def named_parameters(self, *args, **kwargs) -> Iterator[tuple[str, nn.Parameter]]:
-        """The parameters, masked layers' weights brought up to date (MaskedLinear.sync_weight)."""
-        sync_weights(self)
+        """The parameters, masked layers' weights and scores brought up to date (MaskedLinear.sync)."""
+        sync_masked_layers(self)
         return super().named_parameters(*args, **kwargs)
 
     def activate(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,16 @@ a DQN update. Here each step is one compiled pass per parameter that reads and w
 entry once with torch's float32 arithmetic, so results agree with torch's to rounding, and the
 state is torch's: checkpoints load in either optimizer.
 
-A parameter registered in `compact` (a sparse-backend layer's weight) is stepped over its present
-connections only: its callable returns their flat indices and their values, a contiguous tensor that
-the layer multiplies by (MaskedLinear.present_weights) and writes into the dense weight when that is
-read (MaskedLinear.sync_weight). Its gradient is dense or a sparse tensor of exactly those entries in
+A parameter registered in `compact` (a sparse-backend layer's weight, or its scores) is stepped over
+its present connections only: its callable returns their flat indices and their values, a contiguous
+tensor that the layer keeps (MaskedLinear.present_values) and writes into the dense parameter when
+that is read (MaskedLinear.sync). Its gradient is dense or a sparse tensor of exactly those entries in
 that order (`Connections.compact`), and its state is kept in that order too: stepping contiguous
 vectors instead of dense ones (or scattered entries of them) was most of the sparse backend's
-optimizer cost. The engine registers one only while absent connections have zero gradient, weight
-and state, which a dense step leaves as they are, so the results are a dense step's. When the
-connections change, their state follows them (kept ones keep it, new ones start at zero).
+optimizer cost. The engine registers one only where the other entries do not matter: absent
+connections with zero gradient, weight and state, which a dense step leaves as they are (so the
+results are a dense step's), or scores of connections that never return. When the connections
+change, their state follows them (kept ones keep it, new ones start at zero).
 `state_dict` holds every state as torch's dense tensors, so checkpoints load on either backend.
 """
 from __future__ import annotations

@@ -78,30 +78,33 @@ class SparsityEngine:
 
     def _plan(self) -> None:
         """Resolve every layer's plan and set masked layers (and the target's) to run by it: the requested
-        backend (auto: the one predicted faster at the layer's current density; a scored layer's gated
-        product is dense), and compact optimizer steps (optim.RMSprop, optim.Adam) for sparse-backend
-        layers whose weights train, when absent connections' state is kept at zero (a dense step would
-        decay the stale state the ablation keeps)."""
+        backend (auto: the one predicted faster at the layer's current density), and compact optimizer steps
+        (optim.RMSprop, optim.Adam) for sparse-backend layers whose weights train, when absent connections'
+        state is kept at zero (a dense step would decay the stale state the ablation keeps). A scored layer
+        runs sparse only if its structure never regrows a connection (the scores off the mask are never read
+        again, so only the present ones train, compactly); other scored layers keep the dense gated product."""
         compact = getattr(self.optimizer, "compact", None)
         for name, spec in self.specs.items():
             layer, structure = getattr(self.network, name), self.structures[name]
             masked = isinstance(layer, MaskedLinear)
             scored = masked and layer.score is not None
-            backend = backend_for(layer, self.backend) if masked and not scored else "dense"
+            sparse_able = masked and (not scored or (spec.fixed and not structure.regrows))
+            backend = backend_for(layer, self.backend) if sparse_able else "dense"
             plan = LayerPlan(structure=structure.name, learns_weights=not spec.fixed,
                              learns_connectivity=structure.learns_connectivity, scored=scored, backend=backend,
-                             compact=compact is not None and backend == "sparse" and not spec.fixed
-                             and self.mask_optimizer_state)
+                             compact=compact is not None and backend == "sparse"
+                             and (scored or (not spec.fixed and self.mask_optimizer_state)))
             self.plans[name] = plan
             if not masked:
                 continue
             layer.backend, layer.compact_gradient = plan.backend, plan.compact
             if self.target is not None:
                 getattr(self.target, name).backend = plan.backend
+            trained = layer.score if scored else layer.weight
             if plan.compact:
-                compact[layer.weight] = layer.present
+                compact[trained] = layer.present
             elif compact is not None:
-                compact.pop(layer.weight, None)
+                compact.pop(trained, None)
         self._hooked = {name: layer for name, layer in self._layers.items() if self._hooks_act_on(name, layer)}
 
     def _hooks_act_on(self, name: str, layer: MaskedLinear) -> bool:
@@ -155,8 +158,7 @@ class SparsityEngine:
         for name, layer in self._hooked.items():
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
             if strength > 0:
-                _soft_threshold(layer.weight if layer.score is None else layer.score,
-                                strength * self.optimizer.param_groups[0]["lr"])
+                _soft_threshold(layer.trained_values(), strength * self.optimizer.param_groups[0]["lr"])
             mask = self._float_mask(layer)
             if not self.mask_optimizer_state and mask is not None and layer.weight.requires_grad and layer.score is None:
                 layer.weight.mul_(mask)

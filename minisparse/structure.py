@@ -65,6 +65,9 @@ class Structure:
     learns_connectivity: ClassVar[bool] = False
     image_only: ClassVar[bool] = False  # needs the image's geometry; a sparse hidden layer gets `random`
     uses_budget: ClassVar[bool] = True  # whether --sparsity / --fan-in change what it wires
+    # Whether a connection its updates drop may come back. Pruning's never do: with fixed weights the scores
+    # of absent connections are then never read again, and only the present ones train (on the sparse backend).
+    regrows: ClassVar[bool] = True
 
     def build(self, spec: LayerSpec, generator: torch.Generator) -> nn.Module:
         """The layer for `spec`; masked linear unless a structure needs its own kind of layer."""

@@ -12,6 +12,7 @@ class Prune(Structure):
     budget at `end`."""
 
     learns_connectivity = True
+    regrows = False  # update_mask keeps the largest among the present connections
     start: float = 0.2
     end: float = 0.8
     period: int = 1000

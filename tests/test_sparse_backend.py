@@ -100,9 +100,10 @@ def test_auto_decides_a_frozen_layer_by_its_forward_only_crossover():
 
 
 
-def test_auto_moves_a_layer_that_pruning_thins_to_the_sparse_backend_and_resumes_there():
+@pytest.mark.parametrize("weights", ["learned", "fixed"])
+def test_auto_moves_a_layer_that_pruning_thins_to_the_sparse_backend_and_resumes_there(weights):
     config = Config(structure="prune", structure_options={"start": 0.0, "end": 0.5, "period": 20}, frames=400,
-                    replay_start=100, replay_capacity=500, backend="auto")
+                    replay_start=100, replay_capacity=500, backend="auto", weights=weights)
     agent = Agent(config)
     layer = agent.q.structured
     assert layer.backend == agent.target.structured.backend == "dense"  # pruning starts dense
@@ -112,12 +113,15 @@ def test_auto_moves_a_layer_that_pruning_thins_to_the_sparse_backend_and_resumes
     density = float(layer.mask.float().mean())
     assert density < crossover_density(1024, 400, trains=True)
     assert layer.backend == agent.target.structured.backend == "sparse"
-    assert layer.weight in agent.optimizer.compact  # steps the present connections only
-    assert torch.all(layer.weight[~layer.mask] == 0)
+    trained = "weight" if weights == "learned" else "score"  # with fixed weights the scores train
+    assert getattr(layer, trained) in agent.optimizer.compact  # steps the present connections only
+    if weights == "learned":
+        assert torch.all(layer.weight[~layer.mask] == 0)
     resumed = Agent(config)
     resumed.load_state_dict(agent.state_dict())
     assert resumed.q.structured.backend == resumed.target.structured.backend == "sparse"
-    assert resumed.q.structured.weight in resumed.optimizer.compact
+    assert getattr(resumed.q.structured, trained) in resumed.optimizer.compact
+    assert torch.equal(getattr(resumed.q.structured, trained), getattr(layer, trained))
 
 
 def saved_state(agent: Agent, parameter: torch.Tensor) -> dict:
@@ -173,6 +177,34 @@ def test_agent_on_sparse_backend_matches_dense_and_keeps_masked_weights_zero(str
             torch.testing.assert_close(state[name], expected[name], rtol=1e-4, atol=1e-9)
     else:  # fixed weights (a dynamic mask only chooses among them): bit-identical to where learning began
         assert torch.equal(layer.weight, run_agent("sparse", 0, **settings)[0].q.structured.weight)
+
+
+@pytest.mark.parametrize("structure", ["prune", "l1"])
+def test_pruning_with_fixed_weights_trains_the_present_scores_alone_with_the_dense_backends_results(structure):
+    """Pruning never regrows, so with fixed weights its sparse-backend layer trains the scores of present
+    connections only (input-sparse products, compact steps and, for l1, the proximal step over them). It
+    prunes the same connections as the dense gated product, with the same losses, scores, state and actions."""
+    settings = dict(structure=structure, structure_options={"start": 0.0, "end": 0.3, "period": 10},
+                    weights="fixed", frames=300)
+    dense, dense_losses = run_agent("dense", 61, **settings)
+    sparse, sparse_losses = run_agent("sparse", 61, **settings)
+    layer, reference = sparse.q.structured, dense.q.structured
+    assert reference.backend == "dense" and layer.backend == sparse.target.structured.backend == "sparse"
+    assert layer.score in sparse.optimizer.compact
+    assert dense.engine.topology_changes >= 6 and layer.mask.float().mean() < 0.3
+    assert torch.equal(layer.mask, reference.mask)
+    assert sparse_losses == pytest.approx(dense_losses, rel=1e-4, abs=1e-6)
+    mask = layer.mask
+    torch.testing.assert_close(layer.score[mask], reference.score[mask], rtol=1e-4, atol=1e-6)
+    for a, b in zip(sparse.q.hidden.parameters(), dense.q.hidden.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert torch.equal(layer.weight, reference.weight)
+    state, expected = saved_state(sparse, layer.score), saved_state(dense, reference.score)
+    for name in ("square_avg", "grad_avg"):
+        assert state[name].shape == layer.score.shape
+        torch.testing.assert_close(state[name][mask], expected[name][mask], rtol=1e-4, atol=1e-9)
+    observations = sparse.replay.all_observations()[::7]
+    assert [sparse.td.greedy(o) for o in observations] == [dense.td.greedy(o) for o in observations]
 
 
 def test_rigl_grows_the_same_connections_on_either_backend():
