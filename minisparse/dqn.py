@@ -128,7 +128,7 @@ class Agent:
         self.trainable = self.engine.trainable_parameters()
         self.optimizer = make_optimizer(config, self.trainable)
         self.engine.attach(self.optimizer, self.target)
-        self.td = make_td(self.q, self.target, config.gamma, self.engine.plans["structured"])
+        self.td = make_td(self.q, self.target, config.gamma, self.engine.plans)
         self.game = Game(config.game, config.seed, config.sticky_action_prob, config.difficulty_ramping)
         self.replay = Replay(config.replay_capacity, (self.game.channels, 10, 10))
         self.rng = np.random.default_rng(config.seed)
@@ -229,7 +229,7 @@ class Agent:
 
     def load_state_dict(self, state: dict) -> None:
         # A fresh update, so that acting does not share features kept for the state replaced.
-        self.td = make_td(self.q, self.target, self.config.gamma, self.engine.plans["structured"])
+        self.td = make_td(self.q, self.target, self.config.gamma, self.engine.plans)
         self.q.load_state_dict(state["network"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -58,8 +58,10 @@ class SparsityEngine:
             for name, parameter in network.structured.named_parameters():
                 if name != "score":
                     parameter.requires_grad_(False)
+        self._last_updates = {name: self.structures[name].last_update(spec) for name, spec in specs.items()}
         self.plans: dict[str, LayerPlan] = {}
         self._hooked: dict[str, MaskedLinear] = {}
+        self._settling: list[str] = []
         self._plan()
 
     def layers(self) -> dict[str, MaskedLinear]:
@@ -81,23 +83,32 @@ class SparsityEngine:
         backend (auto: the one predicted faster at the layer's current density), and compact optimizer steps
         (optim.RMSprop, optim.Adam) for sparse-backend layers whose weights train, when absent connections'
         state is kept at zero (a dense step would decay the stale state the ablation keeps). A scored layer
-        runs sparse only if its structure never regrows a connection (the scores off the mask are never read
-        again, so only the present ones train, compactly); other scored layers keep the dense gated product."""
+        trains its scores on the sparse backend only if its structure never regrows a connection (the scores
+        off the mask are never read again, so only the present ones train, compactly); other scored layers
+        keep the dense gated product until their connectivity settles (`_settled`), when with fixed weights
+        they freeze: the scores stop training and the layer runs as a fixed masked one."""
         compact = getattr(self.optimizer, "compact", None)
         for name, spec in self.specs.items():
             layer, structure = getattr(self.network, name), self.structures[name]
             masked = isinstance(layer, MaskedLinear)
             scored = masked and layer.score is not None
-            sparse_able = masked and (not scored or (spec.fixed and not structure.regrows))
+            learns_connectivity = structure.learns_connectivity and not self._settled(name)
+            frozen = spec.fixed and not learns_connectivity
+            if scored:
+                layer.score.requires_grad_(not frozen)
+                if frozen:
+                    layer.score.grad = None
+            sparse_able = masked and (not scored or frozen or (spec.fixed and not structure.regrows))
             backend = backend_for(layer, self.backend) if sparse_able else "dense"
             plan = LayerPlan(structure=structure.name, learns_weights=not spec.fixed,
-                             learns_connectivity=structure.learns_connectivity, scored=scored, backend=backend,
+                             learns_connectivity=learns_connectivity, scored=scored, backend=backend,
                              compact=compact is not None and backend == "sparse"
-                             and (scored or (not spec.fixed and self.mask_optimizer_state)))
+                             and ((scored and not frozen) or (not spec.fixed and self.mask_optimizer_state)))
             self.plans[name] = plan
             if not masked:
                 continue
             layer.backend, layer.compact_gradient = plan.backend, plan.compact
+            layer.dense_gradient = layer.dense_gradient and learns_connectivity
             if self.target is not None:
                 getattr(self.target, name).backend = plan.backend
             trained = layer.score if scored else layer.weight
@@ -106,15 +117,26 @@ class SparsityEngine:
             elif compact is not None:
                 compact.pop(trained, None)
         self._hooked = {name: layer for name, layer in self._layers.items() if self._hooks_act_on(name, layer)}
+        self._settling = [name for name, plan in self.plans.items()
+                          if plan.learns_connectivity and self._last_updates[name] is not None]
+
+    def _settled(self, name: str) -> bool:
+        """Whether the layer's connections can no longer change: its structure's last update is past, and the
+        target network holds the same connections (it would otherwise still compute with the older ones)."""
+        last = self._last_updates[name]
+        if last is None or self.step <= last:
+            return False
+        target = None if self.target is None else getattr(self.target, name)
+        return target is None or torch.equal(target.connectivity(), getattr(self.network, name).connectivity())
 
     def _hooks_act_on(self, name: str, layer: MaskedLinear) -> bool:
         """Whether the per-update hooks can do anything to the layer: change its connections, penalize it, or
         mask its gradient or weights. A frozen layer needs none of them, nor does a static layer whose gradient
         is masked by construction and whose optimizer state is masked (they cost 2-3% of its frame)."""
-        structure = self.structures[name]
-        penalized = type(structure).l1_strength is not Structure.l1_strength
-        return not self.plans[name].frozen and (structure.learns_connectivity or penalized
-                                                or not layer.gradient_is_masked() or not self.mask_optimizer_state)
+        plan = self.plans[name]
+        penalized = type(self.structures[name]).l1_strength is not Structure.l1_strength
+        return not plan.frozen and (plan.learns_connectivity or penalized
+                                    or not layer.gradient_is_masked() or not self.mask_optimizer_state)
 
     def begin_learning(self, observations: np.ndarray) -> None:
         """Let structures pick connections from the frames gathered before learning."""
@@ -168,6 +190,8 @@ class SparsityEngine:
                                                              self.specs[name], self.generator)
                 self._set_mask(name, layer, new_mask.to(layer.mask.device))
         self.step += 1
+        if any(self._settled(name) for name in self._settling):
+            self._plan()
 
     def _float_mask(self, layer: MaskedLinear) -> torch.Tensor | None:
         """The mask as 0/1 floats, cached until the mask changes: multiplying by it is several

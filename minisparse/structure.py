@@ -85,6 +85,11 @@ class Structure:
     def is_update_step(self, step: int, spec: LayerSpec) -> bool:
         return False
 
+    def last_update(self, spec: LayerSpec) -> int | None:
+        """The last step at which `is_update_step` can be true, or None if it can be until training ends. After it
+        the connectivity is settled: with fixed weights the layer no longer changes, and the engine freezes it."""
+        return None
+
     def update_mask(self, mask: torch.Tensor, signals: Signals, step: int, spec: LayerSpec,
                     generator: torch.Generator) -> torch.Tensor:
         return mask

@@ -18,7 +18,8 @@ greedy action of one binary frame is a compiled loop that adds up the weights of
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
 sparse one the products run over the present connections in compiled loops that skip the
 inputs a batch leaves at zero; with scores, the gated product and the scores' straight-through
-gradient), the dense hidden layer and head, and relu or leaky relu, on a CPU. Other networks
+gradient, over the present connections alone where pruning scores them), the dense hidden
+layer and head, and relu or leaky relu, on a CPU. Other networks
 (a sparse hidden layer, plug-in layer types, other devices) take autograd; tests/test_td.py
 checks that both give the same loss, gradients and actions.
 """
@@ -49,9 +50,10 @@ def td_loss(q: QNetwork, target: QNetwork, batch: Batch, gamma: float) -> tuple[
     return F.smooth_l1_loss(q_taken, td_target), q_taken.detach().mean()
 
 
-def make_td(q: QNetwork, target: QNetwork, gamma: float, plan: LayerPlan) -> AutogradTD | FastTD:
-    """The fast update where the network allows it (it follows the structured layer's plan), else autograd."""
-    return AutogradTD(q, target, gamma) if autograd_reason(q) else FastTD(q, target, gamma, plan)
+def make_td(q: QNetwork, target: QNetwork, gamma: float, plans: dict[str, LayerPlan]) -> AutogradTD | FastTD:
+    """The fast update where the network allows it (it follows the structured layer's plan, which the engine
+    resolves again as training goes on: `plans` is the engine's), else autograd."""
+    return AutogradTD(q, target, gamma) if autograd_reason(q) else FastTD(q, target, gamma, plans)
 
 
 class AutogradTD:
@@ -106,10 +108,9 @@ class FastTD:
     target syncs, checkpoint loads, the engine) is in place, so the views stay current.
     """
 
-    def __init__(self, q: QNetwork, target: QNetwork, gamma: float, plan: LayerPlan):
-        self.q, self.target, self.gamma = q, target, gamma
+    def __init__(self, q: QNetwork, target: QNetwork, gamma: float, plans: dict[str, LayerPlan]):
+        self.q, self.target, self.gamma, self.plans = q, target, gamma, plans
         self.q_arrays, self.target_arrays = _arrays(q), _arrays(target)
-        self.frozen_structured, self.trains_structured = plan.frozen, plan.learns_weights or plan.scored
         self.slope = q.leaky_slope if q.activation == "leaky_relu" else 0.0
         self._size = 0
         self._frame_features = lambda frame: self.q.structured.frame_features(frame, self.slope)
@@ -120,7 +121,8 @@ class FastTD:
         q, target, size = self.q, self.target, actions.shape[0]
         if size != self._size:
             self._allocate(size)
-        if self.frozen_structured:
+        frozen = self.plans["structured"].frozen
+        if frozen:
             if batch.features is not None:
                 out = batch.features.t()
             else:
@@ -142,7 +144,7 @@ class FastTD:
         torch.mm(self.grad_hidden_pre, online_out.t(), out=self.grads["hidden.weight"])
         for parameter, grad in self.grad_slots:
             parameter.grad = grad
-        if self.trains_structured:
+        if not frozen:
             grad_pre = torch.mm(q.hidden.weight.t(), self.grad_hidden_pre)
             kernels.activation_backward(grad_pre.numpy(), online_pre.numpy(), self.slope)
             q.structured.feature_major_gradients(grad_pre, inputs)
@@ -152,7 +154,7 @@ class FastTD:
         """The structured layer's activated features of one frame where they never change while learning
         (the replay can keep them: `Replay.keep_features`, and batches then skip the layer), else None.
         From then on acting shares them: each frame's features are computed once."""
-        if not self.frozen_structured:
+        if not self.plans["structured"].frozen:
             return None
         self._frame_features = _LastFrame(partial(self.q.structured.frame_features, slope=self.slope))
         return self._frame_features

@@ -30,6 +30,9 @@ class Prune(Structure):
         first, last = self._steps(spec)
         return first <= step <= last and ((step - first) % self.period == 0 or step == last)
 
+    def last_update(self, spec: LayerSpec) -> int:
+        return self._steps(spec)[1]
+
     def update_mask(self, mask: torch.Tensor, signals: Signals, step: int, spec: LayerSpec,
                     generator: torch.Generator) -> torch.Tensor:
         first, last = self._steps(spec)

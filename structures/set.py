@@ -1,4 +1,6 @@
 """Sparse Evolutionary Training (Mocanu et al. 2018): drop the weakest connections, regrow at random."""
+import math
+
 import torch
 
 from minisparse.masks import cosine_decay, drop_and_grow, random_mask
@@ -33,6 +35,9 @@ class SET(Structure):
 
     def is_update_step(self, step: int, spec: LayerSpec) -> bool:
         return 0 < step <= self.end * spec.total_updates and step % self.period == 0
+
+    def last_update(self, spec: LayerSpec) -> int:
+        return math.floor(self.end * spec.total_updates)
 
     def update_mask(self, mask: torch.Tensor, signals: Signals, step: int, spec: LayerSpec,
                     generator: torch.Generator) -> torch.Tensor:

@@ -41,12 +41,13 @@ def train_steps(net, engine, opt, steps=20, channels=4):
     ("random", "learned", dict(frozen=False, scored=False, backend="sparse", compact=True)),
     ("set", "fixed", dict(frozen=False, scored=True, backend="dense", compact=False)),
     ("set", "learned", dict(frozen=False, scored=False, backend="sparse", compact=True)),
+    ("prune", "fixed", dict(frozen=False, scored=True, backend="dense", compact=False)),  # starts dense
     ("conv", "fixed", dict(frozen=True, scored=False, backend="dense", compact=False)),
     ("dense", "learned", dict(frozen=False, scored=False, backend="dense", compact=False)),
 ])
 def test_one_plan_per_layer_says_how_it_runs_and_the_layers_follow_it(structure, weights, expected):
-    """The plan is resolved once; the masked layer, its target copy, the optimizer and the TD update
-    all follow it (a scored layer runs dense; a frozen one is computed once)."""
+    """The plan is resolved in one place; the masked layer, its target copy, the optimizer and the TD update
+    all follow it (a scored layer runs dense while it may regrow; a frozen one is computed once)."""
     agent = Agent(Config(structure=structure, weights=weights, backend="auto", sparsity=0.9 if structure == "set"
                          else None, replay_start=100).validate())
     plan = agent.engine.plans["structured"]
@@ -55,10 +56,10 @@ def test_one_plan_per_layer_says_how_it_runs_and_the_layers_follow_it(structure,
     layer = agent.q.structured
     if isinstance(layer, MaskedLinear):
         assert layer.backend == agent.target.structured.backend == plan.backend
-        assert (layer.weight in agent.optimizer.compact) == plan.compact == layer.compact_gradient
+        trained = layer.score if plan.scored else layer.weight
+        assert (trained in agent.optimizer.compact) == plan.compact == layer.compact_gradient
     assert agent.autograd_reason() is None
-    assert agent.td.frozen_structured == plan.frozen
-    assert agent.td.trains_structured == (plan.learns_weights or plan.scored)
+    assert agent.td.plans["structured"] is plan  # the update reads the plan the engine keeps current
 
 
 def test_random_structure_matches_the_conv_budget_per_unit():

@@ -8,6 +8,7 @@ from minisparse.config import Config
 from minisparse.dqn import Agent
 from minisparse.layers import MaskedLinear, backend_for, crossover_density
 from minisparse.optim import RMSprop
+from minisparse.structures.set import SET
 
 
 def layer_pair(density: float, seed: int = 0) -> tuple[MaskedLinear, MaskedLinear]:
@@ -205,6 +206,51 @@ def test_pruning_with_fixed_weights_trains_the_present_scores_alone_with_the_den
         torch.testing.assert_close(state[name][mask], expected[name][mask], rtol=1e-4, atol=1e-9)
     observations = sparse.replay.all_observations()[::7]
     assert [sparse.td.greedy(o) for o in observations] == [dense.td.greedy(o) for o in observations]
+
+
+def test_a_fixed_weight_layer_whose_connectivity_settled_freezes_and_trains_as_before(monkeypatch):
+    """Once SET's last rewiring is past and the target holds the same connections, its scores have nothing left
+    to decide: the engine freezes them and the layer runs as a fixed masked one (sparse products, no gradient).
+    Training goes on as for a twin that never settles: same losses, hidden layer and actions."""
+    settings = dict(structure="set", structure_options={"period": 10, "end": 0.3}, weights="fixed", frames=300,
+                    sparsity=0.9, backend="auto")
+
+    def train(agent: Agent, updates: int) -> list[float]:
+        losses = []
+        for _ in range(updates):
+            before = agent._statistics[0].item()
+            agent.update()
+            losses.append(agent._statistics[0].item() - before)
+        return losses
+
+    settling, _ = run_agent(**settings, updates=0)
+    with monkeypatch.context() as patch:
+        patch.setattr(SET, "last_update", lambda self, spec: None)
+        twin, _ = run_agent(**settings, updates=0)
+    losses, twin_losses = train(settling, 70), train(twin, 70)
+    layer, plan = settling.q.structured, settling.engine.plans["structured"]
+    assert settling.engine.topology_changes >= 5 and not plan.frozen  # rewired at 60; the target lags until 75
+    scores = layer.score.detach().clone()
+    losses += train(settling, 30)
+    twin_losses += train(twin, 30)
+    plan = settling.engine.plans["structured"]
+    assert plan.frozen and not plan.learns_connectivity and layer.backend == "sparse"
+    assert not layer.score.requires_grad and layer.score.grad is None and layer.score not in settling.optimizer.compact
+    assert not torch.equal(layer.score, scores)  # trained until it settled at update 76
+    settled = layer.score.detach().clone()
+    losses += train(settling, 20)
+    twin_losses += train(twin, 20)
+    assert torch.equal(layer.score, settled)
+    assert not torch.equal(twin.q.structured.score, settled)
+    assert torch.equal(layer.mask, twin.q.structured.mask) and torch.equal(layer.weight, twin.q.structured.weight)
+    assert losses == pytest.approx(twin_losses, rel=1e-4, abs=1e-6)
+    for a, b in zip(settling.q.hidden.parameters(), twin.q.hidden.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    observations = settling.replay.all_observations()[::7]
+    assert [settling.td.greedy(o) for o in observations] == [twin.td.greedy(o) for o in observations]
+    resumed = Agent(settling.config)
+    resumed.load_state_dict(settling.state_dict())
+    assert resumed.engine.plans["structured"].frozen and not resumed.q.structured.score.requires_grad
 
 
 def test_rigl_grows_the_same_connections_on_either_backend():

@@ -53,6 +53,22 @@ def test_structure_contract(structure, weights, tmp_path):
     assert not torch.equal(state["hidden.weight"], initial.q.hidden.state_dict()["weight"])
 
 
+def test_no_connectivity_update_comes_after_a_structures_last_update():
+    """The engine freezes a fixed-weight layer's scores after `last_update`: an update step after it would
+    rewire by scores that stopped training. Pruning, SET and RigL settle; supermask rewires to the end."""
+    config = Config(frames=5200)
+    spec = layer_specs(config)["structured"]
+    settling = []
+    for name in available():
+        built = dqn.Agent(dataclasses.replace(config, structure=name)).engine.structures["structured"]
+        last = built.last_update(spec)
+        if last is not None:
+            steps = [step for step in range(spec.total_updates + 1) if built.is_update_step(step, spec)]
+            assert steps and max(steps) <= last <= spec.total_updates, name
+            settling.append(name)
+    assert {"prune", "l1", "set", "rigl"} <= set(settling) and "supermask" not in settling
+
+
 def test_connectivity_learning_structures_change_their_mask_in_both_modes(tmp_path):
     for structure in ("set", "rigl", "supermask", "prune"):
         for weights in ("learned", "fixed"):
