@@ -173,7 +173,8 @@ class Agent:
         loss, mean_q = self.td(batch)
         self.engine.before_step()
         self.optimizer.step()
-        self.engine.after_step()
+        if self.engine.after_step():  # connectivity settled: a fixed-weight layer froze, the replay may keep its features
+            self._keep_frozen_features()
         self.counters.updates += 1
         if self.counters.updates % self.config.target_period == 0:
             self.target.load_state_dict(self.q.state_dict())

@@ -51,8 +51,9 @@ class MaskedLinear(nn.Module):
     On the sparse backend only the present connections are multiplied; the gradient of what trains
     (the weight, or with fixed weights the scores) is then zero off the mask unless `dense_gradient`
     asks for the dense one, or a sparse tensor holding the present connections only when
-    `compact_gradient` asks for that. A scored layer runs there only for structures whose dropped
-    connections never return (pruning): their scores off the mask are never read again.
+    `compact_gradient` asks for that. A scored layer runs there only where its scores off the mask are
+    never read again: its structure never regrows a connection (pruning), or it no longer rewires (then
+    no score trains).
     """
 
     def __init__(self, mask: torch.Tensor, scored: bool = False):
@@ -401,7 +402,7 @@ def backend_for(layer: MaskedLinear, requested: str) -> str:
     if layer.mask.device.type != "cpu":
         return "dense"
     density = float(layer.mask.float().mean())
-    trains = layer.weight.requires_grad or layer.score is not None
+    trains = layer.weight.requires_grad or (layer.score is not None and layer.score.requires_grad)
     return "sparse" if density < crossover_density(layer.out_features, layer.in_features, trains) else "dense"
 
 

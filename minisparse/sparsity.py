@@ -171,12 +171,13 @@ class SparsityEngine:
                 layer.weight.grad.mul_(mask)
 
     @torch.no_grad()
-    def after_step(self) -> None:
+    def after_step(self) -> bool:
         """Apply L1 penalties, re-impose masks after the optimizer moved weights, then apply
         connectivity updates. A scored layer's gate already hides the weights off its mask; they
         keep their values so that their scores still get a gradient (edge-popup). With the optimizer's
         state masked, a step cannot move an absent weight (its gradient and state are zero, and no
-        optimizer here decays weights), so re-masking would change nothing and is skipped."""
+        optimizer here decays weights), so re-masking would change nothing and is skipped.
+        Returns whether a layer's connectivity settled with this step (its plan changed: `_settled`)."""
         for name, layer in self._hooked.items():
             strength = self.structures[name].l1_strength(self.step, self.specs[name])
             if strength > 0:
@@ -192,6 +193,8 @@ class SparsityEngine:
         self.step += 1
         if any(self._settled(name) for name in self._settling):
             self._plan()
+            return True
+        return False
 
     def _float_mask(self, layer: MaskedLinear) -> torch.Tensor | None:
         """The mask as 0/1 floats, cached until the mask changes: multiplying by it is several

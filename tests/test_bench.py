@@ -155,3 +155,21 @@ def test_bench_rows_train_with_the_chosen_optimizer():
     assert all(config.optimizer == "adam" for _, config in grid)
     assert {config.optimizer for _, config in configurations("breakout", ["conv"], ["fixed"], [None], ["dense"], 0, 64)} \
         == {"rmsprop"}  # the protocol's optimizer unless asked
+
+
+def test_run_speed_sums_each_phases_time_over_its_train_csv_rows(tmp_path):
+    """benchmarks/run_speed.py: frames/s of a phase is its frames over the time its rows took, the first row
+    (random-policy frames included) left out; phases split at the first and last row that rewired."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("run_speed", ROOT / "benchmarks" / "run_speed.py")
+    run_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_speed)
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [(1000, 999.0, 0), (2000, 100.0, 0), (3000, 50.0, 5), (4000, 200.0, 0), (5000, 100.0, 3),
+            (6000, 400.0, 0), (7000, 400.0, 0)]
+    lines = ["frame,frames_per_s,changed_structured"] + [f"{f},{s},{c}" for f, s, c in rows]
+    (run / "train.csv").write_text("\n".join(lines) + "\n")
+    speeds = run_speed.phase_speeds(run)
+    assert speeds == {"learning": pytest.approx(6000 / (10 + 20 + 5 + 10 + 2.5 + 2.5), abs=0.1),
+                      "before": 100.0, "rewiring": pytest.approx(3000 / (20 + 5 + 10), abs=0.1), "after": 400.0}

@@ -73,3 +73,25 @@ def test_rigl_in_an_agent_grows_where_the_dense_gradient_was_largest(backend):
     grown, left_absent = after & ~before, ~after & ~before
     assert grown.sum() > 0
     assert gradient[grown].min() >= gradient[left_absent].max()
+
+
+@pytest.mark.parametrize("structure, backend", [("l1", "auto"), ("set", "auto"), ("set", "dense")])
+def test_a_fixed_weight_run_resumed_before_or_after_its_connectivity_settled_continues_exactly(structure, backend):
+    """With fixed weights the layer freezes once its rewiring is over (and the replay keeps its features from
+    then on): a run resumed from a checkpoint before that, or after it, freezes as the original did."""
+    options = {**DYNAMIC[structure], "end": 0.3}  # the last rewiring at update 120 of 400
+    config = Config(structure=structure, structure_options=options, weights="fixed", sparsity=0.95,
+                    backend=backend, **SMALL).validate()
+    agent = Agent(config)
+    play(agent, 200)
+    before = through_checkpoint(agent.state_dict())
+    play(agent, 150)
+    assert agent.engine.plans["structured"].frozen and agent.replay.features is not None
+    after = through_checkpoint(agent.state_dict())
+    outcomes = play(agent, 150)
+    for state, frames in ((before, 300), (after, 150)):
+        resumed = Agent(config)
+        resumed.load_state_dict(state)
+        assert play(resumed, frames)[-150:] == outcomes
+        for (name, a), b in zip(agent.q.state_dict().items(), resumed.q.state_dict().values()):
+            assert torch.equal(a, b), name

@@ -210,8 +210,8 @@ def test_pruning_with_fixed_weights_trains_the_present_scores_alone_with_the_den
 
 def test_a_fixed_weight_layer_whose_connectivity_settled_freezes_and_trains_as_before(monkeypatch):
     """Once SET's last rewiring is past and the target holds the same connections, its scores have nothing left
-    to decide: the engine freezes them and the layer runs as a fixed masked one (sparse products, no gradient).
-    Training goes on as for a twin that never settles: same losses, hidden layer and actions."""
+    to decide: the engine freezes them and the layer runs as a fixed masked one (no gradient; the replay keeps
+    its features). Training goes on as for a twin that never settles: same losses, hidden layer and actions."""
     settings = dict(structure="set", structure_options={"period": 10, "end": 0.3}, weights="fixed", frames=300,
                     sparsity=0.9, backend="auto")
 
@@ -236,6 +236,7 @@ def test_a_fixed_weight_layer_whose_connectivity_settled_freezes_and_trains_as_b
     plan = settling.engine.plans["structured"]
     assert plan.frozen and not plan.learns_connectivity and layer.backend == "sparse"
     assert not layer.score.requires_grad and layer.score.grad is None and layer.score not in settling.optimizer.compact
+    assert settling.replay.features is not None and twin.replay.features is None  # kept from then on
     assert not torch.equal(layer.score, scores)  # trained until it settled at update 76
     settled = layer.score.detach().clone()
     losses += train(settling, 20)
