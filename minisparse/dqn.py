@@ -173,7 +173,7 @@ class Agent:
         loss, mean_q = self.td(batch)
         self.engine.before_step()
         self.optimizer.step()
-        if self.engine.after_step():  # connectivity settled: a fixed-weight layer froze, the replay may keep its features
+        if self.engine.after_step() and self.replay.features is None:  # connectivity settled: a layer may have frozen
             self._keep_frozen_features()
         self.counters.updates += 1
         if self.counters.updates % self.config.target_period == 0:

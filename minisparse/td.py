@@ -9,19 +9,20 @@ cost 5-10 us each; through modules and autograd there are about 80 of them, as m
 the products. Here the products run feature-major (units x batch, the layout whose products
 are fastest) and everything between them is a few compiled loops (kernels.py): the target's
 max, the head (Q(s, a) of the taken action only), the Huber loss and the activations'
-gradients in closed form. A frozen structured layer (fixed weights, static connectivity) is the
-same function in the online and target networks and no gradient flows into it: once learning
-starts the replay keeps its features of every stored frame (`frozen_features`) and updates read
-those (before, or without them, one product gives the states' and next states' features). Acting's
+gradients in closed form. A frozen structured layer (fixed weights, static connectivity, or
+connectivity whose rewiring has ended: the engine's plan says so) is the same function in the
+online and target networks and no gradient flows into it: once learning starts (or it froze) the
+replay keeps its features of every stored frame (`frozen_features`) and updates read those
+(before, or without them, one product gives the states' and next states' features). Acting's
 greedy action of one binary frame is a compiled loop that adds up the weights of its few active inputs.
 
 It covers a structured layer that is a shared conv or a masked matrix (either backend; on the
 sparse one the products run over the present connections in compiled loops that skip the
 inputs a batch leaves at zero; with scores, the gated product and the scores' straight-through
 gradient, over the present connections alone where pruning scores them), the dense hidden
-layer and head, and relu or leaky relu, on a CPU. Other networks
-(a sparse hidden layer, plug-in layer types, other devices) take autograd; tests/test_td.py
-checks that both give the same loss, gradients and actions.
+layer and head, and relu or leaky relu, on a CPU. Other networks (a sparse hidden layer,
+plug-in layer types, other devices) take autograd; tests/test_td.py checks that both give the
+same loss, gradients and actions.
 """
 from __future__ import annotations
 
