@@ -243,9 +243,9 @@ class MaskedLinear(nn.Module):
         return self.weight if self.score is None else self.score
 
     def gradient_is_masked(self) -> bool:
-        """Whether the gradient of what trains is zero off the mask by construction: the sparse backend's own
-        gradients (all but the dense one asked for on connectivity updates)."""
-        return self.backend == "sparse" and not self.dense_gradient
+        """Whether weight.grad is zero off the mask by construction: the sparse backend's own gradients
+        (all but the dense one asked for on connectivity updates)."""
+        return self.backend == "sparse" and self.score is None and not self.dense_gradient
 
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
