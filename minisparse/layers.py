@@ -89,23 +89,24 @@ class MaskedLinear(nn.Module):
     def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
         """Reading `weight` or `score` brings it up to date first (`sync`), so its readers see the trained values."""
         if name in ("weight", "score"):
-            self.sync()
+            self.sync(name)
         return super().__getattr__(name)
 
     def named_parameters(self, *args, **kwargs) -> Iterator[tuple[str, nn.Parameter]]:
         self.sync()
         return super().named_parameters(*args, **kwargs)
 
-    def sync(self) -> None:
-        """Write the present values a compact optimizer stepped (`present`) into the dense parameter, unless it
-        has since changed through torch (a load, the engine), which supersedes them. The optimizer steps those
-        values alone: writing each step's moved entries (15-55k of them in a 0.4-2.4 MB weight, one cache miss
-        each) back into the parameter cost as much as the step, while it is read only by target syncs,
-        checkpoints, diagnostics and the engine's connectivity updates. Reading it (as `weight` or `score`,
-        through state_dict, named_parameters or parameters of the layer or of a QNetwork, or copying the layer)
-        brings it up to date; a reference to the parameter kept from before a step may lag behind."""
+    def sync(self, name: str | None = None) -> None:
+        """Write the present values a compact optimizer stepped (`present`) into the dense parameter (only if it
+        is `name`, when given), unless it has since changed through torch (a load, the engine), which supersedes
+        them. The optimizer steps those values alone: writing each step's moved entries (15-55k of them in a
+        0.4-2.4 MB weight, one cache miss each) back into the parameter cost as much as the step, while it is
+        read only by target syncs, checkpoints, diagnostics and the engine's connectivity updates. Reading it (as
+        `weight` or `score`, through state_dict, named_parameters or parameters of the layer or of a QNetwork, or
+        copying the layer) brings it up to date; a reference to the parameter kept from before a step may lag
+        behind."""
         behind = self.__dict__.get("_behind")
-        if behind is None:
+        if behind is None or name not in (None, behind[0]):
             return
         self._behind = None
         name, flat, values, key = behind
@@ -119,10 +120,15 @@ class MaskedLinear(nn.Module):
         return self._parameters["weight"]
 
     @property
+    def _scored(self) -> bool:
+        """Whether the layer has scores, asked without reading them (reading `score` brings it up to date)."""
+        return self._parameters.get("score") is not None
+
+    @property
     def _trained(self) -> str:
         """The parameter whose present values a compact optimizer steps: the scores of a scored layer (it runs
         on the sparse backend with fixed weights only), else the weight."""
-        return "weight" if self._parameters.get("score") is None else "score"
+        return "score" if self._scored else "weight"
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Uniform(+-1/sqrt(k)) per unit, k its real fan-in (PyTorch's default for dense k)."""
@@ -180,7 +186,7 @@ class MaskedLinear(nn.Module):
                 grad = connections.rewrite_gradient(grad_out, inputs)
             else:
                 grad = connections.weight_gradient(grad_out, inputs, mode)
-            if self.score is not None:  # the gate's gradient to the scores: weight * dL/dW (fixed weights)
+            if self._scored:  # the gate's gradient to the scores: weight * dL/dW (fixed weights)
                 if grad.is_sparse:
                     grad._values().mul_(self.present_weights())
                 else:
@@ -245,7 +251,7 @@ class MaskedLinear(nn.Module):
     def gradient_is_masked(self) -> bool:
         """Whether weight.grad is zero off the mask by construction: the sparse backend's own gradients
         (all but the dense one asked for on connectivity updates)."""
-        return self.backend == "sparse" and self.score is None and not self.dense_gradient
+        return self.backend == "sparse" and not self._scored and not self.dense_gradient
 
     def gradient_mode(self) -> str:
         """The weight gradient the sparse backend gives (Connections.weight_gradient)."""
