@@ -246,7 +246,7 @@ class MaskedLinear(nn.Module):
         parameter itself (the engine's proximal L1 step acts on these)."""
         if self.compact_gradient:
             return self.present()[1]
-        return self.weight if self.score is None else self.score
+        return getattr(self, self._trained)
 
     def gradient_is_masked(self) -> bool:
         """Whether weight.grad is zero off the mask by construction: the sparse backend's own gradients
