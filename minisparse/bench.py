@@ -176,19 +176,21 @@ def _load(path: Path, name: str) -> Any:
 def configurations(game: str, structures: list[str], weights: list[str], sparsities: list[float | None],
                    backends: list[str], seed: int, prefill: int, optimizer: str = "rmsprop"
                    ) -> Iterator[tuple[Row, Config]]:
-    """The grid; a structure that ignores the budget (conv, dense) runs once per weight mode."""
-    from minisparse.structure import structure_class
+    """The grid; a structure that ignores the budget (conv, dense) runs at one sparsity, and one that builds
+    its own kind of layer (conv's shared kernel) on one backend, as it has no masked layer."""
+    from minisparse.structure import Structure, structure_class
 
     for structure in structures:
-        budgeted = structure_class(structure).uses_budget
+        kind = structure_class(structure)
+        masked = kind.build is Structure.build
         for weight in weights:
-            for sparsity in (sparsities if budgeted else [None]):
-                for backend in (backends if budgeted else ["dense"]):
+            for sparsity in (sparsities if kind.uses_budget else [None]):
+                for backend in (backends if masked else ["dense"]):
                     config = Config(game=game, structure=structure, weights=weight, sparsity=sparsity,
                                     backend=backend, optimizer=optimizer, seed=seed, replay_start=prefill,
                                     epsilon_frames=0, epsilon_end=FINAL_EPSILON, device="cpu", threads=1).validate()
                     name = f"{structure} {weight}" + (f" s={sparsity:g}" if sparsity is not None else "")
-                    name += f" {backend}" if budgeted else ""
+                    name += f" {backend}" if masked else ""
                     yield Row(name, structure, weight, sparsity, backend), config
 
 

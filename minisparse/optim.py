@@ -12,7 +12,10 @@ tensor that the layer keeps (MaskedLinear.present_values) and writes into the de
 that is read (MaskedLinear.sync). Its gradient is dense or a sparse tensor of exactly those entries in
 that order (`Connections.compact`), and its state is kept in that order too: stepping contiguous
 vectors instead of dense ones (or scattered entries of them) was most of the sparse backend's
-optimizer cost. The engine registers one only where the other entries do not matter: absent
+optimizer cost. The callable also says which runs of entries (the connections of inputs that were off
+in the whole batch) the gradient is zero at; RMSprop does not move a weight whose gradient is zero, only
+its moments decay, so it defers that decay until the run is next stepped or the state is read, and then
+repeats it step by step: the same arithmetic, on a run held in L1 instead of streamed (`_ColumnStamps`). The engine registers one only where the other entries do not matter: absent
 connections with zero gradient, weight and state, which a dense step leaves as they are (so the
 results are a dense step's), or scores of connections that never return. When the connections
 change, their state follows them (kept ones keep it, new ones start at zero).
@@ -20,6 +23,7 @@ change, their state follows them (kept ones keep it, new ones start at zero).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numba
@@ -27,6 +31,9 @@ import numpy as np
 import torch
 
 from minisparse.config import Config
+
+# Where a compact gradient is zero: (starts, position), runs [starts[i], starts[i + 1]) with position[i] < 0.
+Columns = tuple[np.ndarray, np.ndarray]
 
 
 def make_optimizer(config: Config, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -48,7 +55,7 @@ class CompactOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: list[torch.nn.Parameter], defaults: dict):
         super().__init__(params, defaults)
-        self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.compact: dict[torch.Tensor, Callable[[], tuple[torch.Tensor, torch.Tensor, Columns | None]]] = {}
         self._layout: dict[torch.Tensor, torch.Tensor] = {}   # compact state's flat indices, per parameter
         self._views: dict[torch.Tensor, tuple] = {}
         self._step_views: dict[torch.Tensor, tuple] = {}
@@ -56,32 +63,39 @@ class CompactOptimizer(torch.optim.Optimizer):
     def moments(self, group: dict) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def update(self, value: np.ndarray, grad: np.ndarray, state: tuple[np.ndarray, ...], group: dict) -> None:
-        """Step `value` by `grad`; `state` holds numpy views of the step count and the moments."""
+    def update(self, p: torch.Tensor, value: np.ndarray, grad: np.ndarray, state: tuple[np.ndarray, ...],
+               group: dict, zero: Columns | None) -> None:
+        """Step `value` by `grad`; `state` holds numpy views of the step count and the moments, `zero` the runs
+        of entries where the gradient is zero (a compact step's), or None."""
         raise NotImplementedError
+
+    def catch_up(self, p: torch.Tensor) -> None:
+        """Bring p's state up to date, where `update` deferred some of it."""
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    self.update(*self._arrays(p), self._state_views(p, group), group)
+                    value, grad, zero = self._arrays(p)
+                    self.update(p, value, grad, self._state_views(p, group), group, zero)
 
     # torch wraps an optimizer's step in a profiler range and its step hooks, unless marked as done: that
     # cost 30 us a step (2% of a frame), and nothing here registers step hooks.
     step.hooked = True
 
-    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, Columns | None]:
         """numpy views of what p's step reads and writes: the values stepped (p, or a compact step's present
-        values) and the gradient (in the same order). The views are made again only when a tensor behind
+        values) and the gradient (in the same order), and where a compact gradient is zero. The views are made again only when a tensor behind
         them, or its storage, is replaced (the fast update hands most gradients in the same tensors every
         time, and a compact layer its values until its connections change): making them costs microseconds
         per tensor, and a frame steps a handful."""
+        zero = None
         if p in self.compact:
-            index, value = self.compact[p]()
+            index, value, zero = self.compact[p]()
             self._arrange(p, index)
             if not p.grad.is_sparse:  # a dense gradient (the engine's connectivity-update steps), gathered afresh
-                return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index))
+                return _flat(value), _flat(p.grad.reshape(-1).index_select(0, index)), None
             sources, storage = (p.grad, value), (value.data_ptr(), p.grad._values().data_ptr())
         else:
             self._arrange(p, None)
@@ -90,13 +104,14 @@ class CompactOptimizer(torch.optim.Optimizer):
         if made is None or made[1] != storage or len(made[0]) != len(sources) \
                 or any(kept is not now for kept, now in zip(made[0], sources)):
             made = self._step_views[p] = (sources, storage, _step_views(p, *sources))
-        return made[2]
+        return (*made[2], zero)
 
     def state_dict(self) -> dict:
         """torch's state: compact state is saved as the dense tensors it stands for."""
         for p in list(self._layout):
             if p in self.compact:
                 self._arrange(p, self.compact[p]()[0])  # connections that changed since the last step
+            self.catch_up(p)
         saved = super().state_dict()
         order = [p for group in self.param_groups for p in group["params"]]
         for number, state in list(saved["state"].items()):
@@ -115,6 +130,7 @@ class CompactOptimizer(torch.optim.Optimizer):
         current = self._layout.get(p)
         if current is index:
             return
+        self.catch_up(p)
         state = self.state[p]
         for name, value in state.items():
             if name != "step":
@@ -144,14 +160,36 @@ class RMSprop(CompactOptimizer):
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float, alpha: float, eps: float, centered: bool):
         super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps, "centered": centered})
+        self._stamps: dict[torch.Tensor, _ColumnStamps] = {}
 
     def moments(self, group: dict) -> tuple[str, ...]:
         return ("square_avg", "grad_avg") if group["centered"] else ("square_avg",)
 
-    def update(self, value, grad, state, group) -> None:
+    def update(self, p, value, grad, state, group, zero) -> None:
         count, square_avg, *grad_avg = state
-        _rmsprop_step(value, grad, square_avg, grad_avg[0] if grad_avg else None, count,
-                      group["lr"], group["alpha"], group["eps"])
+        grad_avg = grad_avg[0] if grad_avg else None
+        if zero is None:
+            self.catch_up(p)
+            _rmsprop_step(value, grad, square_avg, grad_avg, count, group["lr"], group["alpha"], group["eps"])
+            return
+        stamps = self._stamps.get(p)
+        if stamps is None or stamps.starts is not zero[0]:
+            self.catch_up(p)
+            stamps = self._stamps[p] = _ColumnStamps(zero[0], np.full(len(zero[0]) - 1, int(count[0]), np.int64),
+                                                     state, group["alpha"])
+        _rmsprop_columns(value, grad, square_avg, grad_avg, count, stamps.steps, zero[0], zero[1],
+                         group["lr"], group["alpha"], group["eps"])
+
+    def catch_up(self, p: torch.Tensor) -> None:
+        stamps = self._stamps.pop(p, None)
+        if stamps is not None:
+            count, square_avg, *grad_avg = stamps.state
+            _rmsprop_catch_up(square_avg, grad_avg[0] if grad_avg else None, count, stamps.steps, stamps.starts,
+                              stamps.alpha)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._stamps = {}
 
 
 class Adam(CompactOptimizer):
@@ -163,7 +201,8 @@ class Adam(CompactOptimizer):
     def moments(self, group: dict) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def update(self, value, grad, state, group) -> None:
+    def update(self, p, value, grad, state, group, zero) -> None:
+        """Every entry, every step: a zero gradient still moves the weight by its first moment."""
         count, exp_avg, exp_avg_sq = state
         count[0] += 1
         beta1, beta2 = group["betas"]
@@ -171,6 +210,17 @@ class Adam(CompactOptimizer):
         correction2_root = (1 - beta2 ** float(count[0])) ** 0.5
         _adam_step(value, grad, exp_avg, exp_avg_sq, 1 - beta1, beta2, 1 - beta2, step_size, correction2_root,
                    group["eps"])
+
+
+@dataclass(frozen=True)
+class _ColumnStamps:
+    """The step each run of a compact parameter's RMSprop moments is at (`steps`), runs starting at `starts`
+    (a layer's columns); `state` and `alpha` are what bringing them up to date reads."""
+
+    starts: np.ndarray
+    steps: np.ndarray
+    state: tuple[np.ndarray, ...]
+    alpha: float
 
 
 def _flat(tensor: torch.Tensor) -> np.ndarray:
@@ -194,15 +244,21 @@ def _scatter(values: torch.Tensor, index: torch.Tensor, like: torch.Tensor) -> t
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps):  # pragma: no cover - compiled
     """torch's RMSprop arithmetic for every entry; grad_avg None: not centered.
-    `count` is the step counter torch keeps (a one-element view), advanced here.
+    `count` is the step counter torch keeps (a one-element view), advanced here."""
+    count[0] += 1
+    _rmsprop_entries(value, grad, square_avg, grad_avg, np.float32(lr), np.float32(alpha), np.float32(eps))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _rmsprop_entries(value, grad, square_avg, grad_avg, lr, alpha, eps):  # pragma: no cover - compiled
+    """One step of every entry of these (float32) arrays.
 
     The variance is lifted to at least (eps * 2^-30)^2 before the root: the root of anything
     smaller is under half an ulp of eps, so sqrt(.) + eps is unchanged, while a variance that
-    rounding made negative gives eps instead of NaN. error_model="numpy" lets the division vectorize.
+    rounding made negative gives eps instead of NaN. error_model="numpy" lets the division vectorize
+    (and loops over whole arrays, whose indices cannot be negative, let it vectorize at all).
     """
-    lr, alpha, eps = np.float32(lr), np.float32(alpha), np.float32(eps)
     floor = np.float32((eps * 2.0 ** -30) ** 2)
-    count[0] += 1
     for i in range(value.size):
         g = grad[i]
         s = square_avg[i] * alpha + (np.float32(1.0) - alpha) * g * g
@@ -212,6 +268,54 @@ def _rmsprop_step(value, grad, square_avg, grad_avg, count, lr, alpha, eps):  # 
             grad_avg[i] = a
             s = s - a * a
         value[i] = value[i] - lr * (g / (np.sqrt(max(s, floor)) + eps))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _rmsprop_columns(value, grad, square_avg, grad_avg, count, steps, starts, position, lr, alpha,
+                     eps):  # pragma: no cover - compiled
+    """An RMSprop step of the runs [starts[i], starts[i + 1]) with position[i] >= 0; the others have a zero
+    gradient: their weights stay, and their moments' decay waits (`steps[i]`: the step their moments are at)."""
+    lr, alpha, eps = np.float32(lr), np.float32(alpha), np.float32(eps)
+    count[0] += 1
+    now = np.int64(count[0])
+    for i in range(position.size):
+        if position[i] < 0:
+            continue
+        start, end = starts[i], starts[i + 1]
+        centered = None if grad_avg is None else grad_avg[start:end]
+        _decay(square_avg[start:end], centered, now - 1 - steps[i], alpha)
+        steps[i] = now
+        _rmsprop_entries(value[start:end], grad[start:end], square_avg[start:end], centered, lr, alpha, eps)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _rmsprop_catch_up(square_avg, grad_avg, count, steps, starts, alpha):  # pragma: no cover - compiled
+    """Bring every run's deferred moments up to step `count`."""
+    now = np.int64(count[0])
+    for i in range(steps.size):
+        start, end = starts[i], starts[i + 1]
+        _decay(square_avg[start:end], None if grad_avg is None else grad_avg[start:end], now - steps[i],
+               np.float32(alpha))
+        steps[i] = now
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _decay(square_avg, grad_avg, steps, alpha):  # pragma: no cover - compiled
+    """`steps` RMSprop steps with a zero gradient, exactly as `_rmsprop_entries` makes them: s * alpha + 0 is
+    s * alpha, and a + (1 - alpha) * (0 - a) is a - (1 - alpha) * a, both to the bit (signed zeros included).
+    Moments that reached zero stay there (subnormals are flushed), so once a run is all zero the rest is
+    skipped; the gradient average is then +0 however it got there, as one more step would leave it."""
+    rate = np.float32(1.0) - alpha
+    for k in range(steps):
+        if k % 64 == 0 and k > 0 and not (square_avg.any() or (grad_avg is not None and grad_avg.any())):
+            if grad_avg is not None:
+                grad_avg[:] = 0
+            return
+        for i in range(square_avg.size):
+            square_avg[i] = square_avg[i] * alpha
+        if grad_avg is not None:
+            for i in range(grad_avg.size):
+                grad_avg[i] = grad_avg[i] - rate * grad_avg[i]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

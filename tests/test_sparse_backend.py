@@ -294,16 +294,19 @@ def test_adam_steps_present_connections_only_with_the_dense_backends_results():
         torch.testing.assert_close(state[name], expected[name], rtol=1e-4, atol=1e-9)
 
 
-def test_one_rewritten_gradient_and_a_weight_synced_when_read_step_as_fresh_gradients_would():
+@pytest.mark.parametrize("centered", [True, False])
+def test_one_rewritten_gradient_and_a_weight_synced_when_read_step_as_fresh_gradients_would(centered):
     """The fast update rewrites one compact gradient tensor, and the dense weight catches up with the stepped
-    values only when read. Over batches with different active inputs, a mask change (made, as the engine makes
-    it, through the weight) and a gradient emptied in place, weights and optimizer state equal a twin's stepped
-    from fresh gradients whose weight is read after every step, bit for bit."""
+    values only when read; RMSprop defers the moments' decay of the connections whose input was off in the
+    whole batch (it knows that of the rewritten tensor only). Over batches with different active inputs, a
+    checkpoint mid-way, a mask change (made, as the engine makes it, through the weight) and a gradient
+    emptied in place, weights and optimizer state equal a twin's stepped from fresh gradients whose weight is
+    read after every step, bit for bit."""
     layers, optimizers = [], []
     for _ in range(2):
         layer = layer_pair(0.05)[1]
         layer.compact_gradient = True
-        optimizer = RMSprop([layer.weight, layer.bias], lr=1e-3, alpha=0.95, eps=0.01, centered=True)
+        optimizer = RMSprop([layer.weight, layer.bias], lr=1e-3, alpha=0.95, eps=0.01, centered=centered)
         layers.append(layer)
         optimizers.append(optimizer)
     fast, twin = layers
@@ -328,14 +331,59 @@ def test_one_rewritten_gradient_and_a_weight_synced_when_read_step_as_fresh_grad
         assert twin.weight.grad is not fast._weight.grad
         for optimizer in optimizers:
             optimizer.step()
+        assert fast._weight in optimizers[0]._stamps and twin._weight not in optimizers[1]._stamps  # deferred
         synced = twin.weight.clone()
         assert fast._behind is not None and not torch.equal(fast._weight, synced)
         if step % 4 == 1:
             assert torch.equal(copy.deepcopy(fast)._weight, synced) and fast._behind is None
         if step % 4 == 3:
             assert torch.equal(fast.weight, synced) and fast._behind is None
+        if step == 4:
+            assert_same_optimizer_state(*optimizers)
         assert torch.equal(fast.present_weights(), twin.present_weights())
     assert torch.equal(fast.state_dict()["weight"], twin.weight)
     assert fast.weight.grad is fast.connections().gradient.tensor
-    for name in ("square_avg", "grad_avg"):
-        assert torch.equal(optimizers[0].state_dict()["state"][0][name], optimizers[1].state_dict()["state"][0][name])
+    assert_same_optimizer_state(*optimizers)
+
+
+def assert_same_optimizer_state(fast: RMSprop, twin: RMSprop) -> None:
+    """Bit for bit, signed zeros included."""
+    for number, state in twin.state_dict()["state"].items():
+        for name, value in fast.state_dict()["state"][number].items():
+            assert torch.equal(value.view(torch.int32), state[name].view(torch.int32)), name
+
+
+@pytest.mark.parametrize("centered", [True, False])
+def test_rmsprop_decay_deferred_until_the_moments_reach_zero_is_the_decay_of_every_step(centered):
+    """Connections whose input stays off for hundreds of updates: their moments decay to zero (alpha 0.5
+    gets there in a few hundred steps, subnormals included), which the deferred decay stops repeating. It is
+    brought up to date when the input is next on (some units get no gradient, so their moments show it) and
+    when the state is read."""
+    layers, optimizers = [], []
+    for _ in range(2):
+        layer = layer_pair(0.3)[1]
+        layer.compact_gradient = True
+        optimizer = RMSprop([layer.weight], lr=1e-3, alpha=0.5, eps=0.01, centered=centered)
+        optimizer.compact[layer.weight] = layer.present
+        layers.append(layer)
+        optimizers.append(optimizer)
+    fast, twin = layers
+    generator = torch.Generator().manual_seed(4)
+    x = frames_like(8, 0)
+    sometimes = x.clone()
+    sometimes[:, 200:] = 0
+    for step in range(600):
+        batch = x if step in (0, 300) else sometimes
+        grad_out = torch.randn(256, 8, generator=generator)
+        grad_out[:16] = 0  # units without gradient (dead ones)
+        fast.feature_major_gradients(grad_out, fast.feature_major(batch)[1])
+        twin.weight.grad = twin.connections().weight_gradient(grad_out, twin.feature_major(batch)[1], "compact")
+        for optimizer in optimizers:
+            optimizer.step()
+        if step == 300:
+            assert_same_optimizer_state(*optimizers)
+        if step == 598:
+            moments = optimizers[1].state_dict()["state"][0]["square_avg"]
+            assert moments[:, 200:][fast.mask[:, 200:]].abs().max() == 0  # decayed to zero on every step
+    assert torch.equal(fast.weight, twin.weight)
+    assert_same_optimizer_state(*optimizers)
