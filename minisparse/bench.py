@@ -392,8 +392,9 @@ def _warmed_up(step: Callable[[], None], steps: int = 20) -> Callable[[], None]:
 
 
 def crossover(results: list[dict[str, Any]]) -> float | None:
-    """The lowest measured density at which the masked dense update is at least as fast as sparse."""
-    slower = [r["density"] for r in results if r["speedup"] <= 1.0]
+    """The lowest measured density at which the masked dense update is at least as fast as sparse, among layers
+    that are not complete (a complete one has its own products on the sparse backend)."""
+    slower = [r["density"] for r in results if r["speedup"] <= 1.0 and r["connections"] < r["units"] * r["inputs"]]
     return min(slower) if slower else None
 
 

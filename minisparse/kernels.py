@@ -244,12 +244,18 @@ def gather_present(products: Array, position: Array, previous: Array | None, col
 @numba.njit(cache=True, nogil=True)
 def sparse_features(frame: Array, column_starts: Array, rows: Array, weights: Array, bias: Array,
                     slope: float) -> Array:  # pragma: no cover - compiled
-    """Activated features of a masked layer for one flat frame, its present connections given input-major."""
+    """Activated features of a masked layer for one flat frame, its present connections given input-major (an
+    input connected to every unit adds its weights as a vector)."""
     features = bias.copy()
     for i in range(frame.size):
         x = np.float32(frame[i])
-        if x != 0:
-            for c in range(column_starts[i], column_starts[i + 1]):
+        start, end = column_starts[i], column_starts[i + 1]
+        if x == 0:
+            continue
+        if end - start == features.size:
+            features += weights[start:end] * x
+        else:
+            for c in range(start, end):
                 features[rows[c]] += weights[c] * x
     for u in range(features.size):
         features[u] = activate(features[u], slope)

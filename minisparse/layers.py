@@ -28,13 +28,15 @@ from minisparse import kernels
 # present connections (sparse); trained layers (forward, target forward, gradient, optimizer
 # step) on batches of the games' own frames, and frozen ones (the features of one frame, which the
 # replay keeps and acting shares). The sparse backend skips inputs that are off, so its cost
-# depends on the game: measured crossovers of trained 1024-unit layers run from 0.45 on freeway to
-# 0.8 on breakout and above 0.8 on seaquest; the fit, a compromise, predicts 0.49-0.63. Frozen
-# layers: sparse up to 0.8 density or beyond, predicted sparse at every density. Fitted by
+# depends on the game: trained 1024-unit layers run faster there up to 0.6 density on freeway and
+# beyond 0.8 on breakout and seaquest; the fit, a compromise, predicts 0.8-1.0. Frozen layers: sparse
+# at every density measured. A complete layer (every connection present: the dense structure, pruning
+# before it starts) has its own products on the sparse backend (`Connections.complete`), so its own
+# line: 1.3-2.4x as fast as masked dense trained, 1.5-2.6x frozen. Fitted by
 # benchmarks/fit_auto_backend.py (--repeats 30 --rounds 5).
 BACKEND_COSTS = {
-    True: {"dense": (0.00223, 0.33, 8.06), "sparse": (0.00356, 0.29, 84.4)},  # trained
-    False: {"dense": (0.0, 0.017, 9.46), "sparse": (2.49e-05, 0.0, 13.9)},  # frozen
+    True: {"dense": (0.00222, 0.167, 18.4), "sparse": (0.00209, 0.152, 81.3), "complete": (0.000781, 0.139, 87.5)},
+    False: {"dense": (0.0, 0.0145, 12.0), "sparse": (2.29e-05, 0.0, 12.2), "complete": (0.0, 0.000866, 13.8)},
 }
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
@@ -71,6 +73,7 @@ class MaskedLinear(nn.Module):
         self.dense_gradient = False
         self.compact_gradient = False
         self._connections: Connections | None = None
+        self._connections_mask: torch.Tensor | None = None  # the mask they were built from
         self._connections_key: tuple[int, int] | None = None
         self._present: dict[str, tuple[tuple, torch.Tensor]] = {}  # gathered present values, by parameter
         self._gated: torch.Tensor | None = None
@@ -83,7 +86,7 @@ class MaskedLinear(nn.Module):
         """Copies and pickles hold the parameters brought up to date and leave the caches behind (they are
         remade on first use; a CSR tensor cannot be deep-copied)."""
         self.sync()
-        caches = ("_connections", "_connections_key", "_gated", "_gated_key")
+        caches = ("_connections", "_connections_mask", "_connections_key", "_gated", "_gated_key")
         return {**super().__getstate__(), **dict.fromkeys(caches), "_present": {}, "_grads": {}}
 
     def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
@@ -260,11 +263,15 @@ class MaskedLinear(nn.Module):
         return "dense" if self.dense_gradient else "compact" if self.compact_gradient else "masked"
 
     def connections(self) -> Connections:
-        """Index structures of the present connections, rebuilt only when the mask changes in place
-        (the engine's copy_, load_state_dict) or moves (tensor version counter, storage)."""
+        """Index structures of the present connections, rebuilt only when the mask changes: it was written in
+        place (the engine's copy_, load_state_dict) or moved (tensor version counter, storage) and holds other
+        connections. A target network's sync writes the same mask again; rebuilding a complete layer's took
+        77 ms, 3% of its updates between two syncs."""
         key = change_key(self.mask)
-        if self._connections is None or self._connections_key != key:
-            self._connections, self._connections_key = Connections.of(self.mask), key
+        if self._connections_key != key:
+            if self._connections is None or not torch.equal(self._connections_mask, self.mask):
+                self._connections, self._connections_mask = Connections.of(self.mask), self.mask.clone()
+            self._connections_key = key
         return self._connections
 
     def connectivity(self) -> torch.Tensor:
@@ -404,22 +411,34 @@ def change_key(tensor: torch.Tensor) -> tuple[int, int]:
 def backend_for(layer: MaskedLinear, requested: str) -> str:
     """`requested` (dense or sparse), or for auto the backend predicted faster for the layer as it is
     now: on a CPU, sparse below its crossover density (a frozen layer only runs forward, so its
-    crossover differs); dense elsewhere, where no crossover has been measured."""
+    crossover differs), and for a complete layer by its own line; dense elsewhere, where nothing has been
+    measured."""
     if requested != "auto":
         return requested
     if layer.mask.device.type != "cpu":
         return "dense"
-    density = float(layer.mask.float().mean())
     trains = layer.weight.requires_grad or (layer.score is not None and layer.score.requires_grad)
-    return "sparse" if density < crossover_density(layer.out_features, layer.in_features, trains) else "dense"
+    units, inputs = layer.out_features, layer.in_features
+    if bool(layer.mask.all()):
+        costs = BACKEND_COSTS[trains]
+        complete, dense = (predicted_us(costs[line], units * inputs, units, inputs) for line in ("complete", "dense"))
+        return "sparse" if complete < dense else "dense"
+    density = float(layer.mask.float().mean())
+    return "sparse" if density < crossover_density(units, inputs, trains) else "dense"
+
+
+def predicted_us(line: tuple[float, float, float], size: int, units: int, inputs: int) -> float:
+    """A cost model line's microseconds for a layer of `size` weight entries or connections."""
+    return line[0] * size + line[1] * (units + inputs) + line[2]
 
 
 def crossover_density(units: int, inputs: int, trains: bool,
                       costs: dict[bool, dict[str, tuple[float, float, float]]] = BACKEND_COSTS) -> float:
-    """The density below which the sparse backend is predicted faster for a units x inputs layer."""
+    """The density below which the sparse backend is predicted faster for a units x inputs layer that is not
+    complete."""
     dense, sparse = costs[trains]["dense"], costs[trains]["sparse"]
     entries, edges = units * inputs, units + inputs
-    dense_us = dense[0] * entries + dense[1] * edges + dense[2]
+    dense_us = predicted_us(dense, entries, units, inputs)
     return min(1.0, max(0.0, (dense_us - sparse[1] * edges - sparse[2]) / (sparse[0] * entries)))
 
 

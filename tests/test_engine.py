@@ -41,9 +41,9 @@ def train_steps(net, engine, opt, steps=20, channels=4):
     ("random", "learned", dict(frozen=False, scored=False, backend="sparse", compact=True)),
     ("set", "fixed", dict(frozen=False, scored=True, backend="dense", compact=False)),
     ("set", "learned", dict(frozen=False, scored=False, backend="sparse", compact=True)),
-    ("prune", "fixed", dict(frozen=False, scored=True, backend="dense", compact=False)),  # starts dense
+    ("prune", "fixed", dict(frozen=False, scored=True, backend="sparse", compact=True)),  # complete at the start
     ("conv", "fixed", dict(frozen=True, scored=False, backend="dense", compact=False)),
-    ("dense", "learned", dict(frozen=False, scored=False, backend="dense", compact=False)),
+    ("dense", "learned", dict(frozen=False, scored=False, backend="sparse", compact=True)),
 ])
 def test_one_plan_per_layer_says_how_it_runs_and_the_layers_follow_it(structure, weights, expected):
     """The plan is resolved in one place; the masked layer, its target copy, the optimizer and the TD update

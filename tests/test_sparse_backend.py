@@ -1,12 +1,13 @@
 """The sparse backend computes what masked dense matrices compute, and keeps the engine's invariants."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from minisparse.config import Config
 from minisparse.dqn import Agent
-from minisparse.layers import MaskedLinear, backend_for, crossover_density
+from minisparse.layers import BACKEND_COSTS, MaskedLinear, backend_for, crossover_density, predicted_us
 from minisparse.optim import RMSprop
 from minisparse.structures.set import SET
 
@@ -36,10 +37,11 @@ def frames_like(samples: int, seed: int) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("density", [0.01, 0.05, 0.3])
+@pytest.mark.parametrize("density", [0.01, 0.05, 0.3, 1.0])  # 1.0: a complete layer, its own products
 @pytest.mark.parametrize("frames", [False, True])
 def test_forward_and_gradients_match_masked_dense(density, frames):
     dense, sparse = layer_pair(density)
+    assert sparse.connections().complete == (density == 1.0)
     x = frames_like(32, 1) if frames else (torch.rand(32, 400, generator=torch.Generator().manual_seed(1)) < 0.2).float()
     grad_out = torch.randn(32, 256, generator=torch.Generator().manual_seed(2))
     results = []
@@ -50,7 +52,24 @@ def test_forward_and_gradients_match_masked_dense(density, frames):
         results.append((out.detach(), layer.weight.grad * layer.mask, layer.bias.grad, inputs.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert sparse.weight.grad[~sparse.mask].abs().max() == 0  # only existing connections get gradient
+    if density < 1:
+        assert sparse.weight.grad[~sparse.mask].abs().max() == 0  # only existing connections get gradient
+    for frame in x[:4].numpy():  # acting's features of one frame
+        np.testing.assert_allclose(sparse.frame_features(frame, 0.01), dense.frame_features(frame, 0.01), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_connections_are_rebuilt_only_when_the_mask_holds_other_connections():
+    """A target network's sync writes the same mask again: its index structures stay."""
+    dense, sparse = layer_pair(0.3)
+    built = sparse.connections()
+    sparse.load_state_dict(dense.state_dict())
+    assert sparse.connections() is built
+    other = torch.rand(sparse.mask.shape, generator=torch.Generator().manual_seed(5)) < 0.3
+    with torch.no_grad():
+        sparse.mask.copy_(other)
+    assert sparse.connections() is not built
+    assert torch.equal(sparse.connections().flat, other.t().nonzero()[:, [1, 0]] @ torch.tensor([400, 1]))
 
 
 def test_dense_gradient_on_request_is_the_full_gradient():
@@ -75,23 +94,33 @@ def test_an_in_place_mask_change_is_seen_by_the_next_forward():
     torch.testing.assert_close(sparse(x), dense(x), rtol=1e-5, atol=1e-5)
 
 
-def test_auto_picks_sparse_only_below_the_layers_crossover_density():
+def test_auto_picks_sparse_only_below_the_layers_crossover_density(monkeypatch):
+    """...and decides a complete layer (every connection) by its own line: its sparse products differ."""
     crossover = crossover_density(256, 400, trains=True)
+    assert crossover < 1
     low, _ = layer_pair(crossover / 2)
-    high, _ = layer_pair(min(1.0, crossover * 2))
+    high, _ = layer_pair((crossover + 1) / 2)
+    complete, _ = layer_pair(1.0)
+    assert complete.connections().complete and not high.connections().complete
     assert backend_for(low, "auto") == "sparse" and backend_for(high, "auto") == "dense"
     assert backend_for(high, "sparse") == "sparse" and backend_for(low, "dense") == "dense"
+    for cost, backend in (((1e-5, 0.0, 0.0), "sparse"), ((1.0, 0.0, 0.0), "dense")):
+        monkeypatch.setitem(BACKEND_COSTS[True], "complete", cost)
+        assert backend_for(complete, "auto") == backend and backend_for(high, "auto") == "dense"
 
 
 def test_the_crossover_falls_for_small_layers_whose_sparse_overheads_weigh_more():
     crossovers = [crossover_density(units, inputs, True) for units, inputs in ((128, 400), (1024, 1000))]
-    assert 0 <= crossovers[0] < crossovers[1] < 1
+    assert 0 <= crossovers[0] < crossovers[1] <= 1
 
 
-def test_auto_decides_a_frozen_layer_by_its_forward_only_crossover():
-    """Fixed weights make a frozen layer; the agent must freeze it before auto picks its backend."""
+def test_auto_decides_a_frozen_layer_by_its_forward_only_crossover(monkeypatch):
+    """Fixed weights make a frozen layer; the agent must freeze it before auto picks its backend. (On this
+    project's machine both crossovers of breakout's layer are 1; the frozen one is lowered here.)"""
+    dense_us = predicted_us(BACKEND_COSTS[False]["dense"], 1024 * 400, 1024, 400)
+    monkeypatch.setitem(BACKEND_COSTS[False], "sparse", (dense_us / (0.4 * 1024 * 400), 0.0, 0.0))
     learned, frozen = crossover_density(1024, 400, True), crossover_density(1024, 400, False)
-    assert learned != frozen
+    assert frozen == pytest.approx(0.4) and learned > 0.6
     density = (learned + frozen) / 2
     backends = {weights: Agent(Config(structure="random", weights=weights, sparsity=1 - density,
                                       replay_capacity=100)).q.structured.backend
@@ -102,7 +131,10 @@ def test_auto_decides_a_frozen_layer_by_its_forward_only_crossover():
 
 
 @pytest.mark.parametrize("weights", ["learned", "fixed"])
-def test_auto_moves_a_layer_that_pruning_thins_to_the_sparse_backend_and_resumes_there(weights):
+def test_auto_moves_a_layer_that_pruning_thins_to_the_sparse_backend_and_resumes_there(weights, monkeypatch):
+    """Where the complete layer pruning starts from is predicted faster on the dense backend (on this project's
+    machine it is not: the line is raised here)."""
+    monkeypatch.setitem(BACKEND_COSTS[True], "complete", (1.0, 0.0, 0.0))
     config = Config(structure="prune", structure_options={"start": 0.0, "end": 0.5, "period": 20}, frames=400,
                     replay_start=100, replay_capacity=500, backend="auto", weights=weights)
     agent = Agent(config)

@@ -67,6 +67,7 @@ def filled_agent(**config) -> Agent:
     ("random", "learned", "sparse", 0.95),
     ("random", "fixed", "sparse", None),
     ("dense", "learned", "dense", None),
+    ("dense", "learned", "sparse", None),  # a complete layer's products; RMSprop defers idle inputs' decay
     ("local", "learned", "sparse", None),
     ("predictive", "fixed", "sparse", None),
 ])
