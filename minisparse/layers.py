@@ -39,6 +39,9 @@ BACKEND_COSTS = {
     False: {"dense": (0.0, 0.0145, 12.0), "sparse": (2.29e-05, 0.0, 12.2), "complete": (0.0, 0.000866, 13.8)},
 }
 
+# Connections per input from which the optimizer is told where a compact gradient is zero (Connections.zero_columns).
+DEFER_FROM = 256
+
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -527,9 +530,11 @@ class Connections:
     def zero_columns(self, grad: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray] | None:
         """Where `grad` is zero by construction, if it is the gradient `rewrite_gradient` last wrote: the
         connections of input i, [column_starts[i], column_starts[i + 1]), for each i off in the whole batch
-        (position[i] < 0). An optimizer may defer those connections' work (optim.RMSprop)."""
+        (position[i] < 0). An optimizer may defer those connections' work (optim.RMSprop). Said only where the
+        inputs have many connections each (DEFER_FROM): deferring works a run at a time, and runs of the
+        budget's 90 connections cost as much as they saved (4-5% of a space_invaders frame)."""
         gradient = self.__dict__.get("gradient")
-        if gradient is None or grad is not gradient.tensor:
+        if gradient is None or grad is not gradient.tensor or self.flat.shape[0] < DEFER_FROM * self.shape[1]:
             return None
         return self.input_major[0], gradient.position
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from minisparse import layers as layers_module
 from minisparse.config import Config
 from minisparse.dqn import Agent
 from minisparse.layers import BACKEND_COSTS, MaskedLinear, backend_for, crossover_density, predicted_us
@@ -327,13 +328,14 @@ def test_adam_steps_present_connections_only_with_the_dense_backends_results():
 
 
 @pytest.mark.parametrize("centered", [True, False])
-def test_one_rewritten_gradient_and_a_weight_synced_when_read_step_as_fresh_gradients_would(centered):
+def test_one_rewritten_gradient_and_a_weight_synced_when_read_step_as_fresh_gradients_would(centered, monkeypatch):
     """The fast update rewrites one compact gradient tensor, and the dense weight catches up with the stepped
     values only when read; RMSprop defers the moments' decay of the connections whose input was off in the
     whole batch (it knows that of the rewritten tensor only). Over batches with different active inputs, a
     checkpoint mid-way, a mask change (made, as the engine makes it, through the weight) and a gradient
     emptied in place, weights and optimizer state equal a twin's stepped from fresh gradients whose weight is
     read after every step, bit for bit."""
+    monkeypatch.setattr(layers_module, "DEFER_FROM", 0)  # defer on this small layer too
     layers, optimizers = [], []
     for _ in range(2):
         layer = layer_pair(0.05)[1]
@@ -385,12 +387,28 @@ def assert_same_optimizer_state(fast: RMSprop, twin: RMSprop) -> None:
             assert torch.equal(value.view(torch.int32), state[name].view(torch.int32)), name
 
 
+def test_the_optimizer_is_told_where_a_gradient_is_zero_only_for_inputs_with_many_connections():
+    """Deferring works one input's connections at a time: it pays for a complete layer's 1024 (here 256), not
+    for the budget's few."""
+    x, grad_out = frames_like(32, 0), torch.randn(256, 32, generator=torch.Generator().manual_seed(1))
+    told = {}
+    for density in (0.05, 1.0):
+        layer = layer_pair(density)[1]
+        layer.compact_gradient = True
+        layer.feature_major_gradients(grad_out, layer.feature_major(x)[1])
+        told[density] = layer.present()[2]
+    assert told[0.05] is None
+    starts, position = told[1.0]
+    assert np.array_equal(position < 0, (x == 0).all(0).numpy()) and np.array_equal(starts, np.arange(401) * 256)
+
+
 @pytest.mark.parametrize("centered", [True, False])
-def test_rmsprop_decay_deferred_until_the_moments_reach_zero_is_the_decay_of_every_step(centered):
+def test_rmsprop_decay_deferred_until_the_moments_reach_zero_is_the_decay_of_every_step(centered, monkeypatch):
     """Connections whose input stays off for hundreds of updates: their moments decay to zero (alpha 0.5
     gets there in a few hundred steps, subnormals included), which the deferred decay stops repeating. It is
     brought up to date when the input is next on (some units get no gradient, so their moments show it) and
     when the state is read."""
+    monkeypatch.setattr(layers_module, "DEFER_FROM", 0)
     layers, optimizers = [], []
     for _ in range(2):
         layer = layer_pair(0.3)[1]
