@@ -166,8 +166,9 @@ def _samples_on(column: Array, on: Array) -> int:  # pragma: no cover - compiled
 def active_columns(x: Array) -> tuple[Array, Array, Array]:  # pragma: no cover - compiled
     """The inputs a batch x (samples, inputs) has on somewhere, found once for the forward product and the
     weight gradient: each input's row in the returned (active, samples) matrix of their values, or -1 for
-    an input that is off in every sample (four in five of breakout's); and the active inputs, ascending. x is scanned in its own row order and
-    only the active inputs are gathered: transposing the whole batch first took three times as long."""
+    an input that is off in every sample (four in five of breakout's); and the active inputs, ascending.
+    x is scanned in its own row order and only the active inputs are gathered: transposing the whole batch
+    first took three times as long."""
     samples, inputs = x.shape
     position = np.full(inputs, -1, np.int64)
     for b in range(samples):
@@ -249,9 +250,9 @@ def sparse_features(frame: Array, column_starts: Array, rows: Array, weights: Ar
     features = bias.copy()
     for i in range(frame.size):
         x = np.float32(frame[i])
-        start, end = column_starts[i], column_starts[i + 1]
         if x == 0:
             continue
+        start, end = column_starts[i], column_starts[i + 1]
         if end - start == features.size:
             features += weights[start:end] * x
         else:

@@ -12,14 +12,16 @@ tensor that the layer keeps (MaskedLinear.present_values) and writes into the de
 that is read (MaskedLinear.sync). Its gradient is dense or a sparse tensor of exactly those entries in
 that order (`Connections.compact`), and its state is kept in that order too: stepping contiguous
 vectors instead of dense ones (or scattered entries of them) was most of the sparse backend's
-optimizer cost. The callable also says which runs of entries (the connections of inputs that were off
-in the whole batch) the gradient is zero at; RMSprop does not move a weight whose gradient is zero, only
-its moments decay, so it defers that decay until the run is next stepped or the state is read, and then
-repeats it step by step: the same arithmetic, on a run held in L1 instead of streamed (`_ColumnStamps`). The engine registers one only where the other entries do not matter: absent
+optimizer cost. The engine registers one only where the other entries do not matter: absent
 connections with zero gradient, weight and state, which a dense step leaves as they are (so the
 results are a dense step's), or scores of connections that never return. When the connections
 change, their state follows them (kept ones keep it, new ones start at zero).
 `state_dict` holds every state as torch's dense tensors, so checkpoints load on either backend.
+
+The callable may also say at which runs of entries (the connections of inputs that were off in the
+whole batch) the gradient is zero. RMSprop does not move a weight whose gradient is zero, only its
+moments decay, so it defers that decay until the run is next stepped or the state is read, and then
+repeats it step by step: the same arithmetic, on a run held in L1 instead of streamed (`_ColumnStamps`).
 """
 from __future__ import annotations
 
@@ -86,10 +88,10 @@ class CompactOptimizer(torch.optim.Optimizer):
 
     def _arrays(self, p: torch.Tensor) -> tuple[np.ndarray, np.ndarray, Columns | None]:
         """numpy views of what p's step reads and writes: the values stepped (p, or a compact step's present
-        values) and the gradient (in the same order), and where a compact gradient is zero. The views are made again only when a tensor behind
-        them, or its storage, is replaced (the fast update hands most gradients in the same tensors every
-        time, and a compact layer its values until its connections change): making them costs microseconds
-        per tensor, and a frame steps a handful."""
+        values) and the gradient (in the same order), and where a compact gradient is zero. The views are made
+        again only when a tensor behind them, or its storage, is replaced (the fast update hands most gradients
+        in the same tensors every time, and a compact layer its values until its connections change): making
+        them costs microseconds per tensor, and a frame steps a handful."""
         zero = None
         if p in self.compact:
             index, value, zero = self.compact[p]()
