@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structure", default="conv")
     parser.add_argument("--weights", default="learned")
-    parser.add_argument("--backend", default="dense")
+    parser.add_argument("--backend", default="auto", help="as `minisparse run --backend` (default auto, as runs)")
     parser.add_argument("--sparsity", type=float, default=None)
     parser.add_argument("--game", default="breakout")
     parser.add_argument("--prefill", type=int, default=5000)
