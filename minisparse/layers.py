@@ -583,10 +583,13 @@ class Connections:
     def scratch(self, name: str, inputs: int) -> torch.Tensor:
         """An (inputs, units) tensor kept for the products' intermediate results: a fresh one of a complete
         layer's size (0.4-2.4 MB) is mapped from the system, page by page, at every call."""
-        buffers = self.__dict__.setdefault("_scratch", {})
-        if name not in buffers:
-            buffers[name] = torch.empty(self.shape[1], self.shape[0])
-        return buffers[name][:inputs]
+        if name not in self._scratch:
+            self._scratch[name] = torch.empty(self.shape[1], self.shape[0])
+        return self._scratch[name][:inputs]
+
+    @cached_property
+    def _scratch(self) -> dict[str, torch.Tensor]:
+        return {}
 
     def dense(self, values: torch.Tensor) -> torch.Tensor:
         """A dense tensor of W's shape holding `values` at the present connections and zeros elsewhere

@@ -293,11 +293,10 @@ def _rmsprop_columns(value, grad, square_avg, grad_avg, count, steps, starts, po
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _rmsprop_catch_up(square_avg, grad_avg, count, steps, starts, alpha):  # pragma: no cover - compiled
     """Bring every run's deferred moments up to step `count`."""
-    now = np.int64(count[0])
+    alpha, now = np.float32(alpha), np.int64(count[0])
     for i in range(steps.size):
         start, end = starts[i], starts[i + 1]
-        _decay(square_avg[start:end], None if grad_avg is None else grad_avg[start:end], now - steps[i],
-               np.float32(alpha))
+        _decay(square_avg[start:end], None if grad_avg is None else grad_avg[start:end], now - steps[i], alpha)
         steps[i] = now
 
 
