@@ -42,10 +42,11 @@ BACKEND_COSTS = {
 # Connections per input from which the optimizer is told where a compact gradient is zero (Connections.zero_columns).
 DEFER_FROM = 256
 
-# Density below which the weight gradient is a dot product per connection (kernels.present_dots) instead of a
-# matrix product of the active inputs with every unit gathered at the connections (kernels.gather_present):
-# on breakout's and space_invaders' batches the two cost the same at 0.15; at the budget's 0.09 the dot
-# products took 0.68-0.72 of the time.
+# Density of a batch's active inputs' connections (per active input and unit) below which the weight gradient
+# is a dot product per connection (kernels.present_dots) instead of a matrix product of the active inputs with
+# every unit gathered at the connections (kernels.gather_present): on breakout's and space_invaders' batches
+# the two cost the same at 0.15; at the budget's 0.09 (random) the dot products took 0.68-0.72 of the time.
+# Predictive connects the inputs that are often on more densely (0.2 of their units on space_invaders).
 DOT_PRODUCTS_BELOW = 0.15
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
@@ -578,12 +579,13 @@ class Connections:
 
     def present_gradient(self, grad_out: torch.Tensor, inputs: Inputs, out: torch.Tensor,
                          previous: np.ndarray | None = None) -> None:
-        """dL/dW's entries at the present connections, into `out`, on a CPU: below DOT_PRODUCTS_BELOW a dot
-        product per connection across the batch, else one matrix product of the active inputs with dL/d out (a
-        fifth to a third of the inputs are on in breakout's and space_invaders' batches) gathered at the
-        connections. `previous`: the `Inputs.position` `out` was last written from (its off inputs' entries are
-        still zero)."""
-        if self.flat.shape[0] < DOT_PRODUCTS_BELOW * self.shape[0] * self.shape[1]:
+        """dL/dW's entries at the present connections, into `out`, on a CPU: where the active inputs have few
+        connections (DOT_PRODUCTS_BELOW) a dot product per connection across the batch, else one matrix product
+        of the active inputs with dL/d out (a fifth to a third of the inputs are on in breakout's and
+        space_invaders' batches) gathered at the connections. `previous`: the `Inputs.position` `out` was last
+        written from (its off inputs' entries are still zero)."""
+        starts = self.input_major[0]
+        if (starts[inputs.on + 1] - starts[inputs.on]).sum() < DOT_PRODUCTS_BELOW * inputs.on.size * self.shape[0]:
             kernels.present_dots(grad_out.contiguous().numpy(), inputs.position, inputs.active, previous,
                                  *self.input_major, out.numpy())
             return
