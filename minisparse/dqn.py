@@ -84,9 +84,13 @@ def check_resources(config: Config) -> None:
     replay = (config.replay_capacity + 1) * packed + config.replay_capacity * 24
     if config.weights == "fixed":  # a frozen first layer's features per slot (Replay.keep_features; an upper bound)
         replay += (config.replay_capacity + 1) * config.hidden_units * 4
-    weights = config.hidden_units * (config.input_size + 1) + config.dense_units * (config.hidden_units + 1)
-    # online, target, gradient, two optimizer states and a score per weight, 4 bytes each; a mask byte
-    networks = weights * (6 * 4 + 1)
+    structured = config.hidden_units * config.input_size
+    weights = structured + config.hidden_units + config.dense_units * (config.hidden_units + 1)
+    # online, target, gradient, two optimizer states and a score per weight, 4 bytes each; a mask byte. On the
+    # sparse backend (an upper bound: not every layer runs there) each connection of the structured layer also
+    # has, in the online and the target network, index structures (layers.Connections: five int64 and a float),
+    # the mask they were built from and present values; and a compact gradient and two scratch rows (complete layers).
+    networks = weights * (6 * 4 + 1) + structured * (2 * (5 * 8 + 4 + 1 + 4) + 4 + 2 * 4)
     available = _available_memory()
     if available is not None and replay + networks > available:
         raise ConfigError(f"this run needs about {(replay + networks) / 2**30:.1f} GiB of memory (replay "

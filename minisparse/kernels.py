@@ -247,9 +247,10 @@ def gather_present(products: Array, position: Array, previous: Array | None, col
 def present_dots(grad_out: Array, position: Array, active: Array, previous: Array | None, column_starts: Array,
                  rows: Array, grad: Array) -> None:  # pragma: no cover - compiled
     """dL/dW at the present connections (input-major, as in `input_sparse_product`) as one dot product per
-    connection of its input's values with its unit's dL/d out (units, samples) across the batch, for layers
-    with few connections per input (`gather_present` is the alternative). The sums may be reassociated, so
-    that they vectorize. `previous` as in `gather_present`."""
+    connection of its input's values with its unit's dL/d out (units, samples) across the batch, for batches
+    whose active inputs have few connections each (`gather_present` is the alternative). The sums may be
+    reassociated, so that they vectorize: they can differ from a matrix product's in the last bits, and a
+    machine always adds them the same way. `previous` as in `gather_present`."""
     samples = active.shape[1]
     for i in range(position.size):
         start, end, j = column_starts[i], column_starts[i + 1], position[i]

@@ -501,11 +501,11 @@ class Connections:
         out_features, in_features = mask.shape
         cols, rows = mask.t().nonzero(as_tuple=True)
         csr_order = torch.argsort(rows, stable=True)
-        crow = _compressed(rows[csr_order], out_features)
+        crow, col = _compressed(rows[csr_order], out_features), cols[csr_order]
         zeros = torch.zeros(len(rows), device=mask.device)  # sampled_addmm scales these by beta=0: no garbage
         return cls(shape=(out_features, in_features), flat=rows * in_features + cols, indices=torch.stack((rows, cols)),
-                   column_starts=_compressed(cols, in_features), crow=crow, col=cols[csr_order], csr_order=csr_order,
-                   pattern=torch.sparse_csr_tensor(crow, cols[csr_order], zeros, mask.shape, check_invariants=False))
+                   column_starts=_compressed(cols, in_features), crow=crow, col=col, csr_order=csr_order,
+                   pattern=torch.sparse_csr_tensor(crow, col, zeros, mask.shape, check_invariants=False))
 
     @cached_property
     def input_major(self) -> tuple[np.ndarray, np.ndarray]:
