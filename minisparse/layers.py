@@ -45,8 +45,9 @@ DEFER_FROM = 256
 # Density of a batch's active inputs' connections (per active input and unit) below which the weight gradient
 # is a dot product per connection (kernels.present_dots) instead of a matrix product of the active inputs with
 # every unit gathered at the connections (kernels.gather_present): on breakout's and space_invaders' batches
-# the two cost the same at 0.15; at the budget's 0.09 (random) the dot products took 0.68-0.72 of the time.
-# Predictive connects the inputs that are often on more densely (0.2 of their units on space_invaders).
+# the two cost the same at 0.15-0.17; at the budget (random, local) the dot products take 0.64-0.68 of the time.
+# Predictive connects the inputs that are often on more densely (0.2-0.3 of the units), where they are slower.
+# Measured by benchmarks/gradient_paths.py.
 DOT_PRODUCTS_BELOW = 0.15
 
 # torch labels CSR "beta" once per process; the sparse backend is tested against masked dense.
