@@ -402,6 +402,24 @@ def test_the_optimizer_is_told_where_a_gradient_is_zero_only_for_inputs_with_man
     assert np.array_equal(position < 0, (x == 0).all(0).numpy()) and np.array_equal(starts, np.arange(401) * 256)
 
 
+def test_the_gradient_takes_dot_products_by_the_active_inputs_connections_not_the_layers(monkeypatch):
+    """Predictive wires many connections to the inputs that are often on: at a sparse layer's budget its batches'
+    active inputs are densely connected, where one matrix product is faster than a dot product per connection."""
+    dotted = []
+    monkeypatch.setattr(layers_module.kernels, "present_dots", lambda *args: dotted.append(True))
+    x = torch.zeros(32, 400)
+    x[:, :20] = 1.0
+    grad_out = torch.randn(256, 32, generator=torch.Generator().manual_seed(1))
+    hub = torch.zeros(256, 400, dtype=torch.bool)
+    hub[:, :20] = True  # 5% of the layer, every unit of the inputs that are on
+    spread = torch.rand(256, 400, generator=torch.Generator().manual_seed(2)) < 0.05
+    for mask, dots in ((hub, False), (spread, True)):
+        layer = MaskedLinear(mask)
+        layer.backend, layer.compact_gradient, dotted[:] = "sparse", True, []
+        layer.feature_major_gradients(grad_out, layer.feature_major(x)[1])
+        assert bool(dotted) == dots
+
+
 @pytest.mark.parametrize("centered", [True, False])
 def test_rmsprop_decay_deferred_until_the_moments_reach_zero_is_the_decay_of_every_step(centered, monkeypatch):
     """Connections whose input stays off for hundreds of updates: their moments decay to zero (alpha 0.5
