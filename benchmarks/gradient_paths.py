@@ -7,7 +7,7 @@ the same batches with each path forced: a dot product per connection, or one mat
 inputs with every unit gathered at the connections. It does so for the masks of random, local and predictive
 at the budget and for random masks over a grid of densities, alternating the two paths round by round, and
 prints each path's median microseconds per batch, the dot products' share of the matrix product's time, and
-the density the rule reads: the batches' active inputs' connections per active input and unit.
+the density the rule reads (`Connections.active_density`, the mean over the batches).
 """
 from __future__ import annotations
 
@@ -59,12 +59,6 @@ def time_paths(connections: Connections, batches: list[Inputs], rounds: int) -> 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def active_density(connections: Connections, batches: list[Inputs]) -> float:
-    starts = connections.input_major[0]
-    present = sum(int((starts[b.on + 1] - starts[b.on]).sum()) for b in batches)
-    return present / sum(b.on.size * connections.shape[0] for b in batches)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--game", default="breakout")
@@ -83,7 +77,8 @@ def main() -> None:
     for name, mask in cases.items():
         connections = Connections.of(mask)
         median = time_paths(connections, batches, options.rounds)
-        print(f"{name:>18} {active_density(connections, batches):>15.3f} {median['dots']:>8.1f} "
+        density = statistics.mean(connections.active_density(inputs) for inputs in batches)
+        print(f"{name:>18} {density:>15.3f} {median['dots']:>8.1f} "
               f"{median['matrix']:>10.1f} {median['dots'] / median['matrix']:>14.2f}")
 
 

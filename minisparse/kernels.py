@@ -222,6 +222,15 @@ def input_sparse_product(position: Array, active: Array, column_starts: Array, r
 
 
 @numba.njit(cache=True, nogil=True)
+def _clear_off_input(grad: Array, start: int, end: int, previous: Array | None,
+                     i: int) -> None:  # pragma: no cover - compiled
+    """Zero the gradient of input i's connections [start, end), off in the whole batch, unless the last write
+    into `grad` (`previous`: its positions, None: none) had the input off too and so left them zero."""
+    if previous is None or previous[i] >= 0:
+        grad[start:end] = 0
+
+
+@numba.njit(cache=True, nogil=True)
 def gather_present(products: Array, position: Array, previous: Array | None, column_starts: Array, rows: Array,
                    grad: Array) -> None:  # pragma: no cover - compiled
     """dL/dW at the present connections (input-major, as in `input_sparse_product`) from the products of the
@@ -233,8 +242,7 @@ def gather_present(products: Array, position: Array, previous: Array | None, col
     for i in range(position.size):
         start, end, j = column_starts[i], column_starts[i + 1], position[i]
         if j < 0:
-            if previous is None or previous[i] >= 0:
-                grad[start:end] = 0
+            _clear_off_input(grad, start, end, previous, i)
         elif end - start == units:
             grad[start:end] = products[j]
         else:
@@ -255,8 +263,7 @@ def present_dots(grad_out: Array, position: Array, active: Array, previous: Arra
     for i in range(position.size):
         start, end, j = column_starts[i], column_starts[i + 1], position[i]
         if j < 0:
-            if previous is None or previous[i] >= 0:
-                grad[start:end] = 0
+            _clear_off_input(grad, start, end, previous, i)
             continue
         values = active[j]
         for c in range(start, end):

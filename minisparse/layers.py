@@ -585,14 +585,19 @@ class Connections:
         of the active inputs with dL/d out (a fifth to a third of the inputs are on in breakout's and
         space_invaders' batches) gathered at the connections. `previous`: the `Inputs.position` `out` was last
         written from (its off inputs' entries are still zero)."""
-        starts = self.input_major[0]
-        if (starts[inputs.on + 1] - starts[inputs.on]).sum() < DOT_PRODUCTS_BELOW * inputs.on.size * self.shape[0]:
+        if self.active_density(inputs) < DOT_PRODUCTS_BELOW:
             kernels.present_dots(grad_out.contiguous().numpy(), inputs.position, inputs.active, previous,
                                  *self.input_major, out.numpy())
             return
         active = torch.from_numpy(inputs.active)
         products = torch.mm(active, grad_out.t(), out=self.scratch("products", active.shape[0]))
         kernels.gather_present(products.numpy(), inputs.position, previous, *self.input_major, out.numpy())
+
+    def active_density(self, inputs: Inputs) -> float:
+        """The batch's active inputs' connections per active input and unit (0 for an empty batch): what the
+        weight gradient's cost depends on (DOT_PRODUCTS_BELOW)."""
+        starts = self.input_major[0]
+        return float((starts[inputs.on + 1] - starts[inputs.on]).sum()) / max(1, inputs.on.size * self.shape[0])
 
     def scratch(self, name: str, inputs: int) -> torch.Tensor:
         """An (inputs, units) tensor kept for the products' intermediate results: a fresh one of a complete

@@ -404,9 +404,10 @@ def test_the_optimizer_is_told_where_a_gradient_is_zero_only_for_inputs_with_man
 
 def test_the_gradient_takes_dot_products_by_the_active_inputs_connections_not_the_layers(monkeypatch):
     """Predictive wires many connections to the inputs that are often on: at a sparse layer's budget its batches'
-    active inputs are densely connected, where one matrix product is faster than a dot product per connection."""
-    dotted = []
-    monkeypatch.setattr(layers_module.kernels, "present_dots", lambda *args: dotted.append(True))
+    active inputs are densely connected, where one matrix product is faster than a dot product per connection.
+    Either way the gradient is the dense one's at the connections."""
+    dotted, dots_kernel = [], layers_module.kernels.present_dots
+    monkeypatch.setattr(layers_module.kernels, "present_dots", lambda *args: (dotted.append(True), dots_kernel(*args)))
     x = torch.zeros(32, 400)
     x[:, :20] = 1.0
     grad_out = torch.randn(256, 32, generator=torch.Generator().manual_seed(1))
@@ -418,6 +419,7 @@ def test_the_gradient_takes_dot_products_by_the_active_inputs_connections_not_th
         layer.backend, layer.compact_gradient, dotted[:] = "sparse", True, []
         layer.feature_major_gradients(grad_out, layer.feature_major(x)[1])
         assert bool(dotted) == dots
+        torch.testing.assert_close(layer.weight.grad.to_dense(), (grad_out @ x) * mask, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("centered", [True, False])
